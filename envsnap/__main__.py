@@ -1,0 +1,5 @@
+"""Run the command line as ``python -m envsnap``."""
+
+from envsnap.cli import main
+
+main()

@@ -1,0 +1,514 @@
+"""The manifest and result models, and their canonical TOML form.
+
+Every section is a frozen dataclass. Serialisation is generic: fields in declaration order, fields
+equal to their default left out, mappings sorted by key. A ``digest`` over that canonical form makes
+an edit after writing detectable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from envsnap.errors import ManifestError
+
+MANIFEST_SCHEMA = "envsnap.manifest/1"
+RESULT_SCHEMA = "envsnap.result/1"
+
+ParamScalar = str | int | float | bool
+ParamValue = str | int | float | bool | tuple[str | int | float | bool, ...]
+ParamSource = Literal["cli", "file", "api", "default"]
+PackageSource = Literal["index", "vcs", "url", "local", "editable", "conda", "system", "unknown"]
+
+_frozen = dataclass(frozen=True, kw_only=True, slots=True)
+
+
+@_frozen
+class Tool:
+    """The envsnap that wrote the manifest; kept apart from the experiment's packages."""
+
+    name: str = "envsnap"
+    version: str
+    source: str = "index"
+
+
+@_frozen
+class Command:
+    """The command the experiment runs, with secrets already redacted."""
+
+    argv: tuple[str, ...] = ()
+    cwd: str = "."
+
+
+@_frozen
+class Param:
+    """One parameter: a dotted key, its typed value and where it came from."""
+
+    key: str
+    value: ParamValue
+    source: ParamSource
+
+
+@_frozen
+class Outputs:
+    """What the run promises to produce: output globs and a metrics file."""
+
+    globs: tuple[str, ...] = ()
+    metrics: str = ""
+
+
+@_frozen
+class Host:
+    """The operating system and hardware of the machine capture ran on."""
+
+    os_id: str = ""
+    os_version: str = ""
+    os_codename: str = ""
+    os_name: str = ""
+    kernel: str = ""
+    arch: str = ""
+    libc: str = ""
+    cpu_model: str = ""
+    cpu_count: int = 0
+    memory_bytes: int = 0
+    hostname: str = ""
+
+
+@_frozen
+class Container:
+    """Whether capture ran inside a container, which runtime, and the image when knowable."""
+
+    inside: bool = False
+    runtime: str = ""
+    image: str = ""
+    image_digest: str = ""
+    detected_by: str = ""
+
+
+@_frozen
+class GpuDevice:
+    """One NVIDIA device as NVML reports it."""
+
+    index: int
+    name: str
+    uuid: str = ""
+    memory_bytes: int = 0
+    compute_capability: str = ""
+
+
+@_frozen
+class Gpu:
+    """NVIDIA driver and devices; ``reason`` says why nothing was found."""
+
+    available: bool = False
+    reason: str = ""
+    driver_version: str = ""
+    cuda_driver_version: str = ""
+    devices: tuple[GpuDevice, ...] = ()
+
+
+@_frozen
+class Cuda:
+    """The CUDA runtime, cuDNN and NCCL the project's frameworks would load, and where each was read."""
+
+    runtime_version: str = ""
+    runtime_source: str = ""
+    cudnn_version: str = ""
+    cudnn_source: str = ""
+    nccl_version: str = ""
+    nccl_source: str = ""
+    frameworks: Mapping[str, str] = field(default_factory=dict)
+
+
+@_frozen
+class Package:
+    """One installed distribution and where it came from, enough to install it again."""
+
+    name: str
+    version: str
+    source: PackageSource = "index"
+    index_url: str = ""
+    url: str = ""
+    vcs: str = ""
+    commit: str = ""
+    requested_revision: str = ""
+    subdirectory: str = ""
+    archive_hash: str = ""
+    path: str = ""
+    installer: str = ""
+    wheel_tag: str = ""
+    reinstallable: bool = True
+    reason: str = ""
+
+
+@_frozen
+class Python:
+    """The interpreter the experiment runs in and every distribution installed in it."""
+
+    implementation: str = ""
+    version: str = ""
+    executable: str = ""
+    prefix: str = ""
+    env_kind: str = ""
+    index_url: str = ""
+    extra_index_urls: tuple[str, ...] = ()
+    packages: tuple[Package, ...] = ()
+
+
+@_frozen
+class CondaPackage:
+    """One package of a conda environment, read from its conda-meta record."""
+
+    name: str
+    version: str
+    build: str = ""
+    channel: str = ""
+    subdir: str = ""
+    url: str = ""
+    md5: str = ""
+    sha256: str = ""
+
+
+@_frozen
+class Conda:
+    """The conda environment the interpreter lives in, when it lives in one."""
+
+    present: bool = False
+    prefix: str = ""
+    name: str = ""
+    packages: tuple[CondaPackage, ...] = ()
+
+
+@_frozen
+class Git:
+    """Git state of the project: commit, branch, remote and what differs from HEAD."""
+
+    present: bool = False
+    reason: str = ""
+    commit: str = ""
+    branch: str = ""
+    remote_url: str = ""
+    dirty: bool = False
+    diff_sha256: str = ""
+    diff_bytes: int = 0
+    diff_truncated: bool = False
+    untracked: tuple[str, ...] = ()
+    untracked_omitted: int = 0
+
+
+@_frozen
+class DataItem:
+    """A fingerprint of one data file (sha256) or directory (tree hash)."""
+
+    path: str
+    kind: Literal["file", "dir"]
+    sha256: str
+    bytes: int = 0
+    files: int = 1
+
+
+@_frozen
+class Redaction:
+    """Something left out of the manifest, named with the reason, never with its value."""
+
+    where: str
+    name: str
+    reason: str
+
+
+@_frozen
+class Manifest:
+    """Everything about one run that can change its result."""
+
+    schema: str = MANIFEST_SCHEMA
+    run_id: str
+    env_id: str = ""
+    created: str
+    name: str = ""
+    notes: str = ""
+    rerun_of: str = ""
+    digest: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    tool: Tool
+    command: Command = Command()
+    params: tuple[Param, ...] = ()
+    seeds: Mapping[str, int] = field(default_factory=dict)
+    determinism: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    outputs: Outputs = Outputs()
+    host: Host = Host()
+    container: Container = Container()
+    gpu: Gpu = Gpu()
+    cuda: Cuda = Cuda()
+    python: Python = Python()
+    conda: Conda = Conda()
+    git: Git = Git()
+    data: tuple[DataItem, ...] = ()
+    redacted: tuple[Redaction, ...] = ()
+
+
+@_frozen
+class OutputFile:
+    """One file matched by an output glob after the command ran."""
+
+    path: str
+    sha256: str
+    bytes: int = 0
+
+
+@_frozen
+class Result:
+    """What a recorded command did: exit code, timing, output hashes and metrics."""
+
+    schema: str = RESULT_SCHEMA
+    run_id: str
+    exit_code: int
+    started: str
+    ended: str
+    duration_s: float = 0.0
+    interrupted: bool = False
+    metrics_error: str = ""
+    outputs: tuple[OutputFile, ...] = ()
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+# Sections that decide what an image must contain; two runs sharing them share an image.
+ENV_ID_SECTIONS = ("python", "conda", "cuda", "container")
+
+
+def compute_env_id(manifest: Manifest) -> str:
+    """Hash the sections that decide the image, so equal environments share one built image."""
+    data = to_data(manifest)
+    host = data.get("host", {})
+    python = dict(data.get("python", {}))
+    # Paths differ between machines without changing what must be installed.
+    python.pop("executable", None)
+    python.pop("prefix", None)
+    for package in python.get("packages", []):
+        package.pop("path", None)
+    container = data.get("container", {})
+    basis = {
+        "os": [host.get("os_id", ""), host.get("os_version", ""), host.get("arch", "")],
+        "python": python,
+        "conda": [
+            {k: v for k, v in p.items()} for p in data.get("conda", {}).get("packages", [])
+        ],
+        "cuda": data.get("cuda", {}),
+        "base": container.get("image_digest", ""),
+    }
+    return "sha256:" + _canonical_hash(basis)
+
+
+def seal(manifest: Manifest) -> Manifest:
+    """Return the manifest with its env_id and digest filled in; the last step before writing."""
+    with_env = dataclasses.replace(manifest, env_id=compute_env_id(manifest), digest="")
+    return dataclasses.replace(with_env, digest="sha256:" + _canonical_hash(to_data(with_env)))
+
+
+def verify_digest(manifest: Manifest, origin: str) -> None:
+    """Refuse a manifest whose content no longer matches the digest written with it."""
+    expected = "sha256:" + _canonical_hash(to_data(dataclasses.replace(manifest, digest="")))
+    if manifest.digest != expected:
+        raise ManifestError(
+            f"{origin} was modified after it was written (its digest does not match its content)",
+            hint="restore the original file or capture a new run",
+        )
+
+
+def _canonical_hash(data: object) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- canonical TOML ---------------------------------------------------------------------------
+
+
+def dumps_manifest(manifest: Manifest) -> str:
+    """The canonical TOML text of a manifest."""
+    return _dumps(to_data(manifest))
+
+
+def dumps_result(result: Result) -> str:
+    """The canonical TOML text of a result."""
+    return _dumps(to_data(result))
+
+
+def _dumps(data: Mapping[str, Any]) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(data, multiline_strings=False)
+
+
+def loads_manifest(text: str, origin: str) -> Manifest:
+    """Parse, validate and verify a manifest; every defect becomes a ManifestError naming origin."""
+    data = _parse(text, origin)
+    schema = data.get("schema")
+    if schema != MANIFEST_SCHEMA:
+        raise ManifestError(
+            f"{origin} has schema {schema!r}, which this envsnap does not read",
+            hint=f"expected {MANIFEST_SCHEMA!r}; upgrade envsnap or capture the run again",
+        )
+    manifest = from_data(Manifest, data, origin)
+    verify_digest(manifest, origin)
+    return manifest
+
+
+def loads_result(text: str, origin: str) -> Result:
+    """Parse and validate a result file."""
+    data = _parse(text, origin)
+    if data.get("schema") != RESULT_SCHEMA:
+        raise ManifestError(
+            f"{origin} has schema {data.get('schema')!r}, which this envsnap does not read",
+            hint=f"expected {RESULT_SCHEMA!r}",
+        )
+    return from_data(Result, data, origin)
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Read a manifest file from disk."""
+    return loads_manifest(_read_text(path), str(path))
+
+
+def read_result(path: Path) -> Result:
+    """Read a result file from disk."""
+    return loads_result(_read_text(path), str(path))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{path} does not exist", hint="check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path} cannot be read ({exc})", hint="check the file") from None
+
+
+def _parse(text: str, origin: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(
+            f"{origin} is not valid TOML ({exc}); it may be truncated or hand-edited",
+            hint="restore it from the store or capture a new run",
+        ) from None
+
+
+# --- generic dataclass <-> plain data ---------------------------------------------------------
+
+
+def to_data(obj: Any) -> Any:
+    """Plain TOML-ready data: fields in order, defaults left out, mappings sorted by key."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if _is_default(f, value) and f.name != "schema":
+                continue
+            out[f.name] = to_data(value)
+        return out
+    if isinstance(obj, Mapping):
+        return {str(k): to_data(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_data(v) for v in obj]
+    return obj
+
+
+def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return bool(value == f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return bool(value == f.default_factory())
+    return False
+
+
+T = TypeVar("T")
+
+
+def from_data(cls: type[T], data: Any, origin: str, where: str = "") -> T:
+    """Build a dataclass from plain data, checking every type; unknown or missing keys are errors."""
+    if not isinstance(data, Mapping):
+        raise _shape_error(origin, where or "top level", "a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ManifestError(
+            f"{origin} has unknown key {_join(where, unknown[0])!r}; it was hand-edited or "
+            "written by a newer envsnap",
+            hint="restore the original file or upgrade envsnap",
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = _join(where, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ManifestError(
+                    f"{origin} lacks the required key {key!r}; the file is truncated or was edited",
+                    hint="restore it from the store or capture a new run",
+                )
+            continue
+        kwargs[name] = _convert(hints[name], data[name], origin, key)
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, origin: str, where: str) -> Any:
+    origin_tp = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_data(tp, value, origin, where)  # type: ignore[arg-type]
+    if origin_tp is Literal:
+        if value not in args:
+            raise _shape_error(origin, where, " or ".join(repr(a) for a in args))
+        return value
+    if origin_tp in (typing.Union, types.UnionType):
+        for member in args:
+            try:
+                return _convert(member, value, origin, where)
+            except ManifestError:
+                continue
+        raise _shape_error(origin, where, str(tp))
+    if origin_tp is tuple:
+        if not isinstance(value, list):
+            raise _shape_error(origin, where, "an array")
+        return tuple(_convert(args[0], v, origin, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin_tp in (Mapping, dict, typing.Mapping):
+        if not isinstance(value, Mapping):
+            raise _shape_error(origin, where, "a table")
+        return {str(k): _convert(args[1], v, origin, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _shape_error(origin, where, "true or false")
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _shape_error(origin, where, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _shape_error(origin, where, "a number")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise _shape_error(origin, where, "a string")
+        return value
+    raise TypeError(f"unsupported field type {tp!r} at {where}")  # a bug in the model, not input
+
+
+def _shape_error(origin: str, where: str, expected: str) -> ManifestError:
+    return ManifestError(
+        f"{origin} has a malformed value at {where!r} (expected {expected})",
+        hint="restore the original file or capture a new run",
+    )
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

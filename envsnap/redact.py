@@ -1,0 +1,234 @@
+"""What never reaches a manifest: environment variables off the allow-list, secret values, URL
+credentials, and the values of secret-looking command-line options."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from envsnap.manifest import Redaction
+
+# Variables that can change a result. Patterns are fnmatch-style and case-sensitive, as
+# environment variable names are on POSIX.
+ALLOWED_VARIABLES: tuple[str, ...] = (
+    "CUDA_*",
+    "NCCL_*",
+    "CUBLAS_*",
+    "CUDNN_*",
+    "NVIDIA_*",
+    "TORCH_*",
+    "TF_*",
+    "XLA_FLAGS",
+    "JAX_*",
+    "OMP_*",
+    "MKL_*",
+    "OPENBLAS_*",
+    "PYTHONHASHSEED",
+    "LD_LIBRARY_PATH",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_PORT",
+    "SLURM_NNODES",
+    "SLURM_NTASKS",
+    "SLURM_NTASKS_PER_NODE",
+    "SLURM_CPUS_PER_TASK",
+    "SLURM_GPUS",
+    "SLURM_GPUS_PER_NODE",
+    "SLURM_GPUS_PER_TASK",
+    "SLURM_JOB_NUM_NODES",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+)
+
+# Variables whose value decides whether a run is deterministic; recorded in [determinism].
+DETERMINISM_VARIABLES: tuple[str, ...] = (
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_LAUNCH_BLOCKING",
+    "TF_DETERMINISTIC_OPS",
+    "TF_CUDNN_DETERMINISTIC",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "XLA_FLAGS",
+)
+
+_SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|AUTH|COOKIE|"
+    r"SESSION|_DSN",
+    re.IGNORECASE,
+)
+
+_SECRET_VALUES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("AWS access key", re.compile(r"AKIA[0-9A-Z]{16}")),
+    ("GitHub token", re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}")),
+    ("GitHub token", re.compile(r"github_pat_\w+")),
+    ("API key", re.compile(r"sk-[A-Za-z0-9_-]{16,}")),
+    ("Hugging Face token", re.compile(r"hf_[A-Za-z0-9]{20,}")),
+    ("Slack token", re.compile(r"xox[abprs]-[A-Za-z0-9-]+")),
+    ("Google API key", re.compile(r"AIza[0-9A-Za-z_-]{30,}")),
+    ("JSON web token", re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")),
+    ("private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+)
+
+_SECRET_OPTION = re.compile(
+    r"^--?[\w-]*(api[-_]?key|token|password|passwd|secret|auth|credential|private[-_]?key|"
+    r"access[-_]?key|cookie|session)[\w-]*$",
+    re.IGNORECASE,
+)
+
+_URL_WITH_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_SCP_LIKE_USER = re.compile(r"^[^/@:\s]+@(?=[^/:\s]+:)")
+
+REDACTED = "<redacted>"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EnvironmentSelection:
+    """The recorded variables, split into determinism settings and the rest, and what was cut."""
+
+    determinism: dict[str, str]
+    environment: dict[str, str]
+    redacted: tuple[Redaction, ...]
+
+
+def secret_value_kind(value: str) -> str:
+    """The kind of secret a value contains ("" when it looks like none)."""
+    for kind, pattern in _SECRET_VALUES:
+        if pattern.search(value):
+            return kind
+    return ""
+
+
+def strip_url_credentials(url: str) -> str:
+    """Remove the user-info part of every URL in ``url`` (``https://u:p@host`` -> ``https://host``).
+
+    Handles a plain URL, a ``git+https://`` requirement URL, an scp-like git remote
+    (``user@host:path`` -> ``host:path``) and several URLs separated by spaces.
+    """
+    stripped = _URL_WITH_USERINFO.sub(r"\1", url)
+    return _SCP_LIKE_USER.sub("", stripped)
+
+
+def has_url_credentials(url: str) -> bool:
+    """Whether ``url`` carries a user name or password."""
+    return strip_url_credentials(url) != url
+
+
+def url_host(url: str) -> str:
+    """The host of a URL, without credentials or port; "" when there is none."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def clean_url(url: str) -> str:
+    """A URL safe to record: credentials stripped, query and fragment kept."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return strip_url_credentials(url)
+    if parts.username is None and parts.password is None:
+        return strip_url_credentials(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def select_environment(
+    env: Mapping[str, str], extra_allowed: Iterable[str] = ()
+) -> EnvironmentSelection:
+    """Keep allow-listed variables, then redact secret names, secret values and URL credentials."""
+    patterns = (*ALLOWED_VARIABLES, *DETERMINISM_VARIABLES, *extra_allowed)
+    determinism: dict[str, str] = {}
+    environment: dict[str, str] = {}
+    redacted: list[Redaction] = []
+    for name in sorted(env):
+        if not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            continue
+        value = env[name]
+        if _SECRET_NAME.search(name):
+            redacted.append(Redaction(where="environment", name=name, reason="secret-looking name"))
+            continue
+        kind = secret_value_kind(value)
+        if kind:
+            redacted.append(Redaction(where="environment", name=name, reason=f"value is a {kind}"))
+            continue
+        if has_url_credentials(value):
+            redacted.append(
+                Redaction(where="environment", name=name, reason="URL credentials removed")
+            )
+            value = strip_url_credentials(value)
+        target = determinism if name in DETERMINISM_VARIABLES else environment
+        target[name] = value
+    return EnvironmentSelection(
+        determinism=determinism, environment=environment, redacted=tuple(redacted)
+    )
+
+
+def redact_argv(argv: Sequence[str]) -> tuple[tuple[str, ...], tuple[Redaction, ...]]:
+    """Replace the values of secret-looking options and any secret-looking argument."""
+    out: list[str] = []
+    redacted: list[Redaction] = []
+    expect_value_for = ""
+    for index, arg in enumerate(argv):
+        where = f"command.argv[{index}]"
+        if expect_value_for:
+            out.append(REDACTED)
+            redacted.append(
+                Redaction(where=where, name=expect_value_for, reason="value of a secret option")
+            )
+            expect_value_for = ""
+            continue
+        option, eq, value = arg.partition("=")
+        if _SECRET_OPTION.match(option):
+            if eq:
+                out.append(f"{option}={REDACTED}")
+                redacted.append(
+                    Redaction(where=where, name=option, reason="value of a secret option")
+                )
+            else:
+                out.append(arg)
+                expect_value_for = option
+            continue
+        kind = secret_value_kind(arg)
+        if kind:
+            out.append(REDACTED)
+            redacted.append(Redaction(where=where, name=f"argv[{index}]", reason=f"a {kind}"))
+            continue
+        if has_url_credentials(arg):
+            out.append(strip_url_credentials(arg))
+            redacted.append(
+                Redaction(where=where, name=f"argv[{index}]", reason="URL credentials removed")
+            )
+            continue
+        out.append(arg)
+    return tuple(out), tuple(redacted)
+
+
+def redact_param_value(key: str, value: str) -> tuple[str, Redaction | None]:
+    """Redact a string parameter whose key or value looks secret."""
+    if _SECRET_NAME.search(key.replace(".", "_")):
+        return REDACTED, Redaction(where="params", name=key, reason="secret-looking name")
+    kind = secret_value_kind(value)
+    if kind:
+        return REDACTED, Redaction(where="params", name=key, reason=f"value is a {kind}")
+    if has_url_credentials(value):
+        return strip_url_credentials(value), Redaction(
+            where="params", name=key, reason="URL credentials removed"
+        )
+    return value, None
