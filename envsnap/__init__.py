@@ -1,5 +1,27 @@
-"""envsnap: capture an ML experiment's environment, rebuild it, rerun it, report drift."""
+"""envsnap: capture an ML experiment's environment, rebuild it, rerun it, report drift.
+
+The public API is imported lazily so ``import envsnap`` stays cheap before training starts.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["capture", "diff", "list_runs", "open_run", "run_recorded", "seed_everything"]
+
+if TYPE_CHECKING:
+    from envsnap.api import capture, diff, list_runs, open_run, run_recorded
+    from envsnap.seeding import seed_everything
+
+
+def __getattr__(name: str) -> Any:
+    if name == "seed_everything":
+        from envsnap.seeding import seed_everything
+
+        return seed_everything
+    if name in __all__:
+        from envsnap import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'envsnap' has no attribute {name!r}")

@@ -55,5 +55,5 @@ class ProbeError(EnvsnapError):
     """An external tool a probe relies on failed in a way capture cannot work around."""
 
 
-class Interrupted(EnvsnapError):
+class InterruptError(EnvsnapError):
     """The user pressed Ctrl-C; nothing half-written was left behind."""

@@ -116,7 +116,7 @@ class Gpu:
 
 @_frozen
 class Cuda:
-    """The CUDA runtime, cuDNN and NCCL the project's frameworks would load, and where each was read."""
+    """The CUDA runtime, cuDNN and NCCL the frameworks would load, and where each was read."""
 
     runtime_version: str = ""
     runtime_source: str = ""
@@ -274,6 +274,7 @@ class Result:
     ended: str
     duration_s: float = 0.0
     interrupted: bool = False
+    error: str = ""
     metrics_error: str = ""
     outputs: tuple[OutputFile, ...] = ()
     metrics: Mapping[str, float] = field(default_factory=dict)
@@ -297,9 +298,7 @@ def compute_env_id(manifest: Manifest) -> str:
     basis = {
         "os": [host.get("os_id", ""), host.get("os_version", ""), host.get("arch", "")],
         "python": python,
-        "conda": [
-            {k: v for k, v in p.items()} for p in data.get("conda", {}).get("packages", [])
-        ],
+        "conda": [{k: v for k, v in p.items()} for p in data.get("conda", {}).get("packages", [])],
         "cuda": data.get("cuda", {}),
         "base": container.get("image_digest", ""),
     }
@@ -434,7 +433,7 @@ T = TypeVar("T")
 
 
 def from_data(cls: type[T], data: Any, origin: str, where: str = "") -> T:
-    """Build a dataclass from plain data, checking every type; unknown or missing keys are errors."""
+    """Build a dataclass from plain data, checking types; unknown or missing keys are errors."""
     if not isinstance(data, Mapping):
         raise _shape_error(origin, where or "top level", "a table")
     hints = typing.get_type_hints(cls)

@@ -194,7 +194,7 @@ def redact_argv(argv: Sequence[str]) -> tuple[tuple[str, ...], tuple[Redaction, 
             )
             expect_value_for = ""
             continue
-        option, eq, value = arg.partition("=")
+        option, eq, _value = arg.partition("=")
         if _SECRET_OPTION.match(option):
             if eq:
                 out.append(f"{option}={REDACTED}")

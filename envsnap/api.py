@@ -1,0 +1,196 @@
+"""The library API, with the same power as the command line.
+
+>>> import envsnap
+>>> envsnap.seed_everything(42)
+>>> run = envsnap.capture(name="lr-sweep", params={"lr": 0.1}, data=["data/train.csv"])
+>>> run.run_id
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envsnap.capture import CaptureContext, CapturedRun, CaptureRequest, now_utc
+from envsnap.config import Config, load_config
+from envsnap.drift import DriftReport
+from envsnap.manifest import Result
+from envsnap.store import Store, StoredRun
+
+STORE_DIR_NAME = ".envsnap"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Workspace:
+    """Where a command works: cwd, repository root, configuration and the store."""
+
+    cwd: Path
+    env: Mapping[str, str]
+    repo_root: Path | None
+    config: Config
+    store: Store
+
+
+def workspace(
+    store: Path | str | None = None,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Workspace:
+    """Resolve cwd, repo, configuration and store (--store > ENVSNAP_STORE > config > default)."""
+    from envsnap.probes.git import find_repo_root
+
+    here = (cwd or Path.cwd()).absolute()
+    environ = dict(os.environ) if env is None else env
+    repo_root = find_repo_root(here)
+    config = load_config(project_root=repo_root or here, env=environ)
+    if store is not None:
+        root = Path(store)
+    elif config.store is not None:
+        root = config.store
+    else:
+        root = (repo_root or here) / STORE_DIR_NAME
+    return Workspace(cwd=here, env=environ, repo_root=repo_root, config=config, store=Store(root))
+
+
+def capture(
+    *,
+    name: str = "",
+    notes: str = "",
+    tags: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    cli_params: Sequence[str] = (),
+    params_file: Path | str | None = None,
+    seed: int | None = None,
+    data: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    metrics: str = "",
+    command: Sequence[str] = (),
+    rerun_of: str = "",
+    store: Path | str | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CapturedRun:
+    """Capture the environment into a new run and return it (the command is not run)."""
+    from envsnap import capture as capture_core
+    from envsnap.seeding import last_seed_record
+
+    ws = workspace(store, cwd=cwd, env=env)
+    seeds: dict[str, int] = {}
+    determinism: dict[str, str] = {}
+    record = last_seed_record()
+    if record is not None:
+        seeds.update(record.libraries)
+        determinism.update(record.settings)
+    if seed is not None:
+        seeds["global"] = seed
+    request = CaptureRequest(
+        name=name,
+        notes=notes,
+        tags=dict(tags or {}),
+        cli_params=tuple(cli_params),
+        params_file=Path(params_file) if params_file is not None else None,
+        api_params=dict(params or {}),
+        default_params=dict(defaults or {}),
+        seeds=seeds,
+        determinism=determinism,
+        data=tuple(data),
+        outputs=tuple(outputs),
+        metrics=metrics,
+        argv=tuple(command),
+        rerun_of=rerun_of,
+    )
+    context = CaptureContext(
+        cwd=ws.cwd, env=ws.env, now=now_utc(), repo_root=ws.repo_root, config=ws.config
+    )
+    return capture_core.capture(request, context, ws.store)
+
+
+def run_recorded(
+    run: CapturedRun,
+    argv: Sequence[str],
+    *,
+    store: Path | str | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Result:
+    """Run ``argv`` (the unredacted command of ``run``) with stdio passed through, then write
+    result.toml: exit code, timing, output hashes and metrics."""
+    from envsnap.capture import execute
+
+    ws = workspace(store, cwd=cwd, env=env)
+    return execute(run, argv, cwd=ws.cwd, env=ws.env, store=ws.store)
+
+
+def list_runs(*, store: Path | str | None = None) -> list[RunSummary]:
+    """Every run in the store, oldest first."""
+    ws = workspace(store)
+    summaries = []
+    for run_id in ws.store.latest_runs():
+        stored = ws.store.load(run_id)
+        summaries.append(RunSummary.of(stored))
+    return summaries
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunSummary:
+    """One line of ``envsnap list``."""
+
+    run_id: str
+    created: str
+    name: str
+    env_id: str
+    exit_code: int | None
+
+    @classmethod
+    def of(cls, stored: StoredRun) -> RunSummary:
+        m = stored.manifest
+        return cls(
+            run_id=m.run_id,
+            created=m.created,
+            name=m.name,
+            env_id=m.env_id,
+            exit_code=stored.result.exit_code if stored.result else None,
+        )
+
+    @property
+    def exit_text(self) -> str:
+        return "-" if self.exit_code is None else f"exit {self.exit_code}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "created": self.created,
+            "name": self.name,
+            "env_id": self.env_id,
+            "exit_code": self.exit_code,
+        }
+
+
+def open_run(ref: str, *, store: Path | str | None = None) -> StoredRun:
+    """A run by full id, unique prefix, ``latest``, or manifest path."""
+    from envsnap.store import open_run as open_stored
+
+    return open_stored(workspace(store).store, ref)
+
+
+def diff(old: str, new: str, *, store: Path | str | None = None) -> DriftReport:
+    """Compare two runs with the drift rules and the project's severity overrides."""
+    from envsnap.drift import compare
+    from envsnap.store import open_run as open_stored
+
+    ws = workspace(store)
+    a, b = open_stored(ws.store, old), open_stored(ws.store, new)
+    return compare(
+        a.manifest,
+        b.manifest,
+        old_result=a.result,
+        new_result=b.result,
+        overrides=ws.config.drift_severity,
+        tolerance=ws.config.metric_tolerance,
+        metric_tolerances=ws.config.metrics,
+    )

@@ -1,0 +1,233 @@
+"""The command line: parse, call one core function, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from envsnap.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, EnvsnapError, InterruptError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SEVERITY_CHOICE = click.Choice(["info", "warning", "breaking"])
+
+
+def store_option(func: F) -> F:
+    """``--store DIR``, shared by every command that reads or writes runs."""
+    return click.option(
+        "--store",
+        "store_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Run store directory (default: .envsnap at the git top level; env ENVSNAP_STORE).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``, for machine-readable output."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Echo the external commands envsnap runs.")
+@click.version_option(package_name="envsnap", message="envsnap %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """Capture an ML experiment's environment, rebuild it, rerun it and report drift."""
+    ctx.obj = {"debug": debug, "verbose": verbose}
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.option("--name", default="", help="A short name for the run.")
+@click.option("--notes", default="", help="Free text kept with the run.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="A label (repeatable).")
+@click.option("--param", "params", multiple=True, metavar="K=V", help="A parameter (repeatable).")
+@click.option(
+    "--params-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML, JSON or TOML file of parameters (nested keys become dotted).",
+)
+@click.option("--seed", type=int, default=None, help="The run's seed; exported as ENVSNAP_SEED.")
+@click.option("--data", multiple=True, metavar="PATH", help="File or directory to fingerprint.")
+@click.option("--output", "outputs", multiple=True, metavar="GLOB", help="Output files to hash.")
+@click.option(
+    "--metrics", default="", metavar="FILE", help="JSON file of metrics the command writes."
+)
+@store_option
+@json_option
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def capture(
+    name: str,
+    notes: str,
+    tags: tuple[str, ...],
+    params: tuple[str, ...],
+    params_file: Path | None,
+    seed: int | None,
+    data: tuple[str, ...],
+    outputs: tuple[str, ...],
+    metrics: str,
+    store_dir: Path | None,
+    as_json: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Record the environment into a new run; with -- CMD, run CMD and record its result.
+
+    Prints the run id on stdout (a JSON object with --json).
+    """
+    from envsnap import api
+    from envsnap.capture import parse_tags
+
+    run = api.capture(
+        name=name,
+        notes=notes,
+        tags=parse_tags(tags),
+        cli_params=params,
+        params_file=params_file,
+        seed=seed,
+        data=data,
+        outputs=outputs,
+        metrics=metrics,
+        command=command,
+        store=store_dir,
+    )
+    if not command:
+        _emit_run(run.run_id, run.directory, None, as_json)
+        return
+    if not as_json:
+        click.echo(run.run_id)
+        sys.stdout.flush()
+    result = api.run_recorded(run, command, store=store_dir)
+    if result.error:
+        click.echo(f"envsnap: {result.error}", err=True)
+    if as_json:
+        _emit_run(run.run_id, run.directory, result.exit_code, as_json)
+    click.echo(
+        f"envsnap: run {run.run_id} ended with exit code {result.exit_code}; "
+        f"result in {run.directory / 'result.toml'}",
+        err=True,
+    )
+    raise SystemExit(result.exit_code)
+
+
+def _emit_run(run_id: str, directory: Path, exit_code: int | None, as_json: bool) -> None:
+    if not as_json:
+        click.echo(run_id)
+        return
+    import json
+
+    payload: dict[str, Any] = {"run_id": run_id, "manifest": str(directory / "manifest.toml")}
+    if exit_code is not None:
+        payload["exit_code"] = exit_code
+        payload["result"] = str(directory / "result.toml")
+    click.echo(json.dumps(payload, sort_keys=True))
+
+
+@cli.command("list")
+@store_option
+@json_option
+def list_runs(store_dir: Path | None, as_json: bool) -> None:
+    """List the runs in the store, oldest first."""
+    from envsnap import api
+
+    runs = api.list_runs(store=store_dir)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([r.to_json() for r in runs], indent=2))
+        return
+    if not runs:
+        click.echo("no runs yet; record one with 'envsnap capture'", err=True)
+        return
+    for r in runs:
+        click.echo(
+            f"{r.run_id}  {r.created[:19]}  {r.exit_text:<7}  {r.env_id[7:19]}  {r.name}".rstrip()
+        )
+
+
+@cli.command()
+@click.argument("run")
+@store_option
+@json_option
+def show(run: str, store_dir: Path | None, as_json: bool) -> None:
+    """Show one run: a summary, or the whole manifest with --json."""
+    from envsnap import api, report
+
+    stored = api.open_run(run, store=store_dir)
+    if as_json:
+        click.echo(report.manifest_json(stored.manifest, stored.result), nl=False)
+    else:
+        click.echo(report.render_show(stored.manifest, stored.result), nl=False)
+
+
+@cli.command()
+@click.argument("old")
+@click.argument("new")
+@click.option("--all", "show_all", is_flag=True, help="Also show expected differences.")
+@click.option(
+    "--fail-on",
+    type=SEVERITY_CHOICE,
+    default="breaking",
+    show_default=True,
+    help="Exit 1 when drift at or above this severity is found.",
+)
+@click.option("--markdown", is_flag=True, help="Print a Markdown table.")
+@store_option
+@json_option
+def diff(
+    old: str,
+    new: str,
+    show_all: bool,
+    fail_on: str,
+    markdown: bool,
+    store_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Compare two runs; exit 1 on drift that matters, 0 otherwise."""
+    from envsnap import api, report
+
+    drift = api.diff(old, new, store=store_dir)
+    if as_json:
+        click.echo(report.render_json(drift), nl=False)
+    elif markdown:
+        click.echo(report.render_markdown(drift, show_expected=show_all), nl=False)
+    else:
+        click.echo(report.render_text(drift, show_expected=show_all), nl=False)
+    raise SystemExit(EXIT_DRIFT if drift.drifted(fail_on) else EXIT_OK)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; an EnvsnapError becomes one sentence and its exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="envsnap", standalone_mode=False)
+    except EnvsnapError as exc:
+        if debug:
+            raise
+        click.echo(f"envsnap: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("envsnap: error: interrupted; nothing half-written was left behind.", err=True)
+        sys.exit(InterruptError.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        click.echo("envsnap: error: interrupted; nothing half-written was left behind.", err=True)
+        sys.exit(InterruptError.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"envsnap: error: {exc.format_message()}", err=True)
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(f"Try '{exc.ctx.command_path} --help'.", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_OK)

@@ -1,0 +1,154 @@
+"""Settings in one cascade: defaults < ``[tool.envsnap]`` in pyproject.toml < ``ENVSNAP_*``.
+
+The environment is passed in, never read from ``os.environ`` here, so tests and callers decide it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envsnap.errors import UsageError
+
+SEVERITIES = ("expected", "info", "warning", "breaking")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricTolerance:
+    """How far a metric may move in a rerun and still count as reproduced."""
+
+    rtol: float = 0.0
+    atol: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """Every setting envsnap reads, resolved once per command."""
+
+    store: Path | None = None
+    env_allow: tuple[str, ...] = ()
+    git_max_diff_bytes: int = 8 * 1024 * 1024
+    git_max_untracked: int = 1000
+    base_image: str = ""
+    drift_severity: Mapping[str, str] = field(default_factory=dict)
+    metric_tolerance: MetricTolerance = MetricTolerance()
+    metrics: Mapping[str, MetricTolerance] = field(default_factory=dict)
+    source: str = "defaults"
+
+
+_KEYS = {
+    "store",
+    "env-allow",
+    "git-max-diff-bytes",
+    "git-max-untracked",
+    "base-image",
+    "drift",
+    "metrics",
+    "rtol",
+    "atol",
+}
+
+
+def load_config(*, project_root: Path, env: Mapping[str, str]) -> Config:
+    """Read ``[tool.envsnap]`` from ``project_root/pyproject.toml`` and apply ``ENVSNAP_*``."""
+    pyproject = project_root / "pyproject.toml"
+    table: Mapping[str, Any] = {}
+    source = "defaults"
+    if pyproject.is_file():
+        table = _read_tool_table(pyproject)
+        if table:
+            source = str(pyproject)
+    config = _from_table(table, str(pyproject))
+    store = config.store
+    if store is not None and not store.is_absolute():
+        store = project_root / store
+    if env.get("ENVSNAP_STORE"):
+        store = Path(env["ENVSNAP_STORE"])
+    allow = config.env_allow
+    if env.get("ENVSNAP_ENV_ALLOW"):
+        allow = allow + tuple(p.strip() for p in env["ENVSNAP_ENV_ALLOW"].split(",") if p.strip())
+    return Config(
+        store=store,
+        env_allow=allow,
+        git_max_diff_bytes=config.git_max_diff_bytes,
+        git_max_untracked=config.git_max_untracked,
+        base_image=env.get("ENVSNAP_BASE_IMAGE") or config.base_image,
+        drift_severity=config.drift_severity,
+        metric_tolerance=config.metric_tolerance,
+        metrics=config.metrics,
+        source=source,
+    )
+
+
+def _read_tool_table(pyproject: Path) -> Mapping[str, Any]:
+    import tomllib
+
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(
+            f"{pyproject} cannot be read as TOML ({exc})", hint="fix the file"
+        ) from None
+    tool = data.get("tool", {})
+    table = tool.get("envsnap", {}) if isinstance(tool, dict) else {}
+    if not isinstance(table, dict):
+        raise UsageError(f"[tool.envsnap] in {pyproject} is not a table", hint="fix the file")
+    return table
+
+
+def _from_table(table: Mapping[str, Any], origin: str) -> Config:
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise UsageError(
+            f"[tool.envsnap] in {origin} has unknown key {unknown[0]!r}",
+            hint=f"use one of {', '.join(sorted(_KEYS))}",
+        )
+    store = table.get("store")
+    drift = table.get("drift", {})
+    if not isinstance(drift, dict) or any(
+        not isinstance(v, str) or v not in SEVERITIES for v in drift.values()
+    ):
+        raise UsageError(
+            f"[tool.envsnap.drift] in {origin} must map field patterns to a severity",
+            hint=f"use one of {', '.join(SEVERITIES)}",
+        )
+    metrics_table = table.get("metrics", {})
+    if not isinstance(metrics_table, dict):
+        raise UsageError(f"[tool.envsnap.metrics] in {origin} is not a table", hint="fix it")
+    metrics = {
+        str(name): _tolerance(value, f"[tool.envsnap.metrics.{name}] in {origin}")
+        for name, value in metrics_table.items()
+    }
+    return Config(
+        store=Path(_typed(table, "store", str, origin)) if store is not None else None,
+        env_allow=tuple(_typed(table, "env-allow", list, origin, [])),
+        git_max_diff_bytes=_typed(table, "git-max-diff-bytes", int, origin, 8 * 1024 * 1024),
+        git_max_untracked=_typed(table, "git-max-untracked", int, origin, 1000),
+        base_image=_typed(table, "base-image", str, origin, ""),
+        drift_severity=dict(drift),
+        metric_tolerance=_tolerance(
+            {k: table[k] for k in ("rtol", "atol") if k in table}, f"[tool.envsnap] in {origin}"
+        ),
+        metrics=metrics,
+    )
+
+
+def _tolerance(value: Any, origin: str) -> MetricTolerance:
+    if not isinstance(value, dict) or set(value) - {"rtol", "atol"}:
+        raise UsageError(f"{origin} must hold only rtol and atol", hint="fix the table")
+    for key in ("rtol", "atol"):
+        number = value.get(key, 0.0)
+        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+            raise UsageError(f"{key} in {origin} must be a number >= 0", hint="fix the value")
+    return MetricTolerance(rtol=float(value.get("rtol", 0.0)), atol=float(value.get("atol", 0.0)))
+
+
+def _typed(table: Mapping[str, Any], key: str, tp: type, origin: str, default: Any = None) -> Any:
+    value = table.get(key, default)
+    if not isinstance(value, tp) or (isinstance(value, bool) and tp is int):
+        raise UsageError(
+            f"{key} in [tool.envsnap] of {origin} must be a {tp.__name__}", hint="fix the value"
+        )
+    return value

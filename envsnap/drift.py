@@ -1,0 +1,443 @@
+"""Drift: one pure function from two manifests (and two results) to a DriftReport.
+
+Each manifest is flattened into dotted field paths; every path that differs is given a category
+and a severity by the first matching rule below, then by the user's overrides.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from envsnap.config import MetricTolerance
+from envsnap.manifest import Manifest, Result, to_data
+
+Severity = Literal["expected", "info", "warning", "breaking"]
+SEVERITY_ORDER: tuple[Severity, ...] = ("expected", "info", "warning", "breaking")
+CATEGORY_ORDER = (
+    "code",
+    "config",
+    "data",
+    "packages",
+    "conda",
+    "python",
+    "cuda",
+    "driver",
+    "hardware",
+    "os",
+    "host",
+    "run",
+    "outputs",
+    "metrics",
+)
+Change = Literal["changed", "added", "removed"]
+
+
+def severity_rank(severity: str) -> int:
+    """Position of a severity in expected < info < warning < breaking."""
+    return SEVERITY_ORDER.index(severity)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FieldDrift:
+    """One field that differs between two runs."""
+
+    path: str
+    category: str
+    severity: Severity
+    change: Change
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricDrift:
+    """One metric compared within its tolerance."""
+
+    name: str
+    old: float | None
+    new: float | None
+    abs_diff: float | None
+    rel_diff: float | None
+    rtol: float
+    atol: float
+    within: bool
+    severity: Severity
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutputDrift:
+    """One output file whose hash differs, or that only one run produced."""
+
+    path: str
+    old_sha256: str
+    new_sha256: str
+    severity: Severity = "breaking"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DriftReport:
+    """Everything that differs between a reference run (old) and another run (new)."""
+
+    old_run: str
+    new_run: str
+    fields: tuple[FieldDrift, ...] = ()
+    exit_codes: tuple[int, int] | None = None
+    outputs: tuple[OutputDrift, ...] = ()
+    metrics: tuple[MetricDrift, ...] = ()
+    results_compared: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def severities(self) -> list[Severity]:
+        """The severity of every difference, outputs and metrics included."""
+        found: list[Severity] = [f.severity for f in self.fields]
+        if self.exit_codes is not None and self.exit_codes[0] != self.exit_codes[1]:
+            found.append("breaking")
+        found.extend(o.severity for o in self.outputs)
+        found.extend(m.severity for m in self.metrics)
+        return found
+
+    @property
+    def max_severity(self) -> Severity | None:
+        """The worst severity found apart from expected differences; None when nothing drifted."""
+        worst = [s for s in self.severities() if s != "expected"]
+        return max(worst, key=severity_rank) if worst else None
+
+    def drifted(self, threshold: Severity = "breaking") -> bool:
+        """Whether any difference is at or above ``threshold``."""
+        return any(severity_rank(s) >= severity_rank(threshold) for s in self.severities())
+
+    def counts(self) -> dict[Severity, int]:
+        """How many differences there are of each severity."""
+        out: dict[Severity, int] = dict.fromkeys(SEVERITY_ORDER, 0)
+        for severity in self.severities():
+            out[severity] += 1
+        return out
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+SeverityFn = Callable[[Any, Any], Severity]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Fields matching ``pattern`` belong to ``category`` with ``severity`` (or a function)."""
+
+    pattern: str
+    category: str
+    severity: Severity | SeverityFn
+
+
+def by_version(major: Severity, minor: Severity, patch: Severity) -> SeverityFn:
+    """Severity from which part of a version changed (missing on one side counts as major)."""
+
+    def decide(old: Any, new: Any) -> Severity:
+        a, b = _version_parts(old), _version_parts(new)
+        if not a or not b or a[0] != b[0]:
+            return major
+        if a[1:2] != b[1:2]:
+            return minor
+        return patch
+
+    return decide
+
+
+def _version_parts(value: Any) -> list[str]:
+    return re.findall(r"[0-9]+|[a-zA-Z]+", str(value)) if value not in (None, "") else []
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("run_id", "run", "expected"),
+    Rule("created", "run", "expected"),
+    Rule("name", "run", "expected"),
+    Rule("notes", "run", "expected"),
+    Rule("rerun_of", "run", "expected"),
+    Rule("tags.*", "run", "expected"),
+    Rule("tool.*", "run", "info"),
+    Rule("redacted.*", "run", "info"),
+    Rule("host.hostname", "host", "expected"),
+    Rule("host.kernel", "os", "info"),
+    Rule("host.os_name", "os", "info"),
+    Rule("host.os_*", "os", "warning"),
+    Rule("host.libc", "os", "warning"),
+    Rule("host.arch", "hardware", "breaking"),
+    Rule("host.cpu_model", "hardware", "warning"),
+    Rule("host.*", "hardware", "info"),
+    Rule("container.image_digest", "os", "warning"),
+    Rule("container.*", "host", "info"),
+    Rule("gpu.available", "hardware", "breaking"),
+    Rule("gpu.count", "hardware", "warning"),
+    Rule("gpu.driver_version", "driver", by_version("warning", "info", "info")),
+    Rule("gpu.cuda_driver_version", "driver", by_version("warning", "info", "info")),
+    Rule("gpu.reason", "driver", "info"),
+    Rule("gpu.devices.*.uuid", "hardware", "expected"),
+    Rule("gpu.devices.*.name", "hardware", "warning"),
+    Rule("gpu.devices.*.compute_capability", "hardware", "warning"),
+    Rule("gpu.*", "hardware", "info"),
+    Rule("cuda.runtime_version", "cuda", by_version("breaking", "warning", "info")),
+    Rule("cuda.cudnn_version", "cuda", by_version("breaking", "warning", "info")),
+    Rule("cuda.nccl_version", "cuda", by_version("warning", "warning", "info")),
+    Rule("cuda.frameworks.*", "cuda", by_version("breaking", "warning", "info")),
+    Rule("cuda.*", "cuda", "info"),
+    Rule("python.implementation", "python", "breaking"),
+    Rule("python.version", "python", by_version("breaking", "breaking", "warning")),
+    Rule("python.executable", "python", "expected"),
+    Rule("python.prefix", "python", "expected"),
+    Rule("python.index_url", "packages", "warning"),
+    Rule("python.extra_index_urls", "packages", "warning"),
+    Rule("python.packages.*.commit", "packages", "breaking"),
+    Rule("python.packages.*.archive_hash", "packages", "warning"),
+    Rule("python.packages.*.source", "packages", "warning"),
+    Rule("python.packages.*.url", "packages", "warning"),
+    Rule("python.packages.*.index_url", "packages", "warning"),
+    Rule("python.packages.*.path", "packages", "expected"),
+    Rule("python.packages.*.*", "packages", "info"),
+    Rule("python.packages.*", "packages", "breaking"),
+    Rule("python.*", "python", "info"),
+    Rule("conda.prefix", "conda", "expected"),
+    Rule("conda.packages.*.build", "conda", "warning"),
+    Rule("conda.packages.*.channel", "conda", "warning"),
+    Rule("conda.packages.*.md5", "conda", "warning"),
+    Rule("conda.packages.*.sha256", "conda", "warning"),
+    Rule("conda.packages.*.*", "conda", "info"),
+    Rule("conda.packages.*", "conda", "breaking"),
+    Rule("conda.present", "conda", "breaking"),
+    Rule("conda.*", "conda", "info"),
+    Rule("git.commit", "code", "breaking"),
+    Rule("git.diff_sha256", "code", "breaking"),
+    Rule("git.present", "code", "warning"),
+    Rule("git.*", "code", "info"),
+    Rule("command.argv", "config", "breaking"),
+    Rule("command.*", "config", "warning"),
+    Rule("params.*@source", "config", "info"),
+    Rule("params.*", "config", "breaking"),
+    Rule("seeds.*", "config", "breaking"),
+    Rule("determinism.*", "config", "warning"),
+    Rule("environment.*", "config", "warning"),
+    Rule("outputs.*", "config", "info"),
+    Rule("data.*.sha256", "data", "breaking"),
+    Rule("data.*", "data", "info"),
+)
+
+# Derived or bookkeeping fields: they differ whenever something else does.
+_NOT_COMPARED = ("schema", "digest", "env_id")
+
+
+def classify(
+    path: str, old: Any, new: Any, overrides: Mapping[str, str] = {}
+) -> tuple[str, Severity]:
+    """Category and severity of a changed field: the first matching rule, then overrides."""
+    category, severity = "other", "warning"
+    for rule in RULES:
+        if fnmatch.fnmatchcase(path, rule.pattern):
+            category = rule.category
+            severity = rule.severity if isinstance(rule.severity, str) else rule.severity(old, new)
+            break
+    for pattern, value in overrides.items():
+        if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(category, pattern):
+            severity = value  # type: ignore[assignment]
+    return category, severity
+
+
+# --- flattening -------------------------------------------------------------------------------
+
+
+def flatten_manifest(manifest: Manifest) -> dict[str, Any]:
+    """Dotted paths to comparable values; list entries keyed by their name, not their position."""
+    data = to_data(manifest)
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _NOT_COMPARED:
+            continue
+        if key == "params":
+            for param in value:
+                flat[f"params.{param['key']}"] = param["value"]
+                flat[f"params.{param['key']}@source"] = param["source"]
+        elif key == "data":
+            for item in value:
+                for name, v in item.items():
+                    if name != "path":
+                        flat[f"data.{item['path']}.{name}"] = v
+        elif key == "redacted":
+            for item in value:
+                flat[f"redacted.{item['where']}.{item['name']}"] = item["reason"]
+        elif isinstance(value, dict):
+            _flatten_section(key, value, flat)
+        else:
+            flat[key] = value
+    return flat
+
+
+def _flatten_section(prefix: str, section: Mapping[str, Any], flat: dict[str, Any]) -> None:
+    for key, value in section.items():
+        path = f"{prefix}.{key}"
+        if key == "packages" and isinstance(value, list):
+            for package in value:
+                base = f"{path}.{package['name']}"
+                flat[base] = package.get("version", "")
+                for name, v in package.items():
+                    if name not in ("name", "version"):
+                        flat[f"{base}.{name}"] = v
+        elif key == "devices" and isinstance(value, list):
+            flat[f"{prefix}.count"] = len(value)
+            for device in value:
+                for name, v in device.items():
+                    if name != "index":
+                        flat[f"{path}.{device['index']}.{name}"] = v
+        elif isinstance(value, dict):
+            _flatten_section(path, value, flat)
+        else:
+            flat[path] = value
+
+
+# --- comparison -------------------------------------------------------------------------------
+
+
+_NO_TOLERANCE = MetricTolerance()
+
+
+def compare(
+    old: Manifest,
+    new: Manifest,
+    *,
+    old_result: Result | None = None,
+    new_result: Result | None = None,
+    overrides: Mapping[str, str] = {},
+    ignore: Sequence[str] = (),
+    tolerance: MetricTolerance = _NO_TOLERANCE,
+    metric_tolerances: Mapping[str, MetricTolerance] = {},
+) -> DriftReport:
+    """Compare two runs: environment fields, then exit codes, outputs and metrics when both ran."""
+    a, b = flatten_manifest(old), flatten_manifest(new)
+    fields: list[FieldDrift] = []
+    for path in sorted(set(a) | set(b)):
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in ignore):
+            continue
+        in_a, in_b = path in a, path in b
+        va, vb = a.get(path), b.get(path)
+        if in_a and in_b and _same(va, vb):
+            continue
+        if _belongs_to_added_or_removed(path, a, b):
+            continue
+        change: Change = "changed" if in_a and in_b else ("added" if in_b else "removed")
+        category, severity = classify(path, va, vb, overrides)
+        if any(fnmatch.fnmatchcase(category, pattern) for pattern in ignore):
+            continue
+        fields.append(
+            FieldDrift(
+                path=path,
+                category=category,
+                severity=severity,
+                change=change,
+                old=_show(va) if in_a else "",
+                new=_show(vb) if in_b else "",
+            )
+        )
+    fields.sort(key=lambda f: (_category_rank(f.category), -severity_rank(f.severity), f.path))
+    if old_result is None or new_result is None:
+        return DriftReport(old_run=old.run_id, new_run=new.run_id, fields=tuple(fields))
+    return DriftReport(
+        old_run=old.run_id,
+        new_run=new.run_id,
+        fields=tuple(fields),
+        exit_codes=(old_result.exit_code, new_result.exit_code),
+        outputs=_compare_outputs(old_result, new_result),
+        metrics=_compare_metrics(old_result, new_result, tolerance, metric_tolerances),
+        results_compared=True,
+    )
+
+
+# An added or removed package, data item or device is one difference, not one per field of it.
+_PRESENCE_KEYS = (
+    (re.compile(r"^(python\.packages\.[^.]+)\..+$"), r"\1"),
+    (re.compile(r"^(conda\.packages\.[^.]+)\..+$"), r"\1"),
+    (re.compile(r"^(data\..+)\.(?!sha256$)[a-z_]+$"), r"\1.sha256"),
+    (re.compile(r"^(gpu\.devices\.\d+)\.(?!name$)[a-z_]+$"), r"\1.name"),
+)
+
+
+def _belongs_to_added_or_removed(path: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    for pattern, replacement in _PRESENCE_KEYS:
+        if pattern.match(path):
+            key = pattern.sub(replacement, path)
+            return (key in a) != (key in b)
+    return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _category_rank(category: str) -> int:
+    return CATEGORY_ORDER.index(category) if category in CATEGORY_ORDER else len(CATEGORY_ORDER)
+
+
+def _compare_outputs(old: Result, new: Result) -> tuple[OutputDrift, ...]:
+    a = {o.path: o.sha256 for o in old.outputs}
+    b = {o.path: o.sha256 for o in new.outputs}
+    return tuple(
+        OutputDrift(path=path, old_sha256=a.get(path, ""), new_sha256=b.get(path, ""))
+        for path in sorted(set(a) | set(b))
+        if a.get(path) != b.get(path)
+    )
+
+
+def _compare_metrics(
+    old: Result,
+    new: Result,
+    tolerance: MetricTolerance,
+    per_metric: Mapping[str, MetricTolerance],
+) -> tuple[MetricDrift, ...]:
+    out: list[MetricDrift] = []
+    for name in sorted(set(old.metrics) | set(new.metrics)):
+        tol = per_metric.get(name, tolerance)
+        va, vb = old.metrics.get(name), new.metrics.get(name)
+        if va is None or vb is None:
+            out.append(
+                MetricDrift(
+                    name=name,
+                    old=va,
+                    new=vb,
+                    abs_diff=None,
+                    rel_diff=None,
+                    rtol=tol.rtol,
+                    atol=tol.atol,
+                    within=False,
+                    severity="breaking",
+                )
+            )
+            continue
+        if _same(float(va), float(vb)):
+            continue
+        abs_diff = abs(float(vb) - float(va))
+        rel_diff = abs_diff / abs(float(va)) if va else math.inf
+        within = abs_diff <= tol.atol + tol.rtol * abs(float(va))
+        out.append(
+            MetricDrift(
+                name=name,
+                old=va,
+                new=vb,
+                abs_diff=abs_diff,
+                rel_diff=rel_diff,
+                rtol=tol.rtol,
+                atol=tol.atol,
+                within=within,
+                severity="info" if within else "breaking",
+            )
+        )
+    return tuple(out)

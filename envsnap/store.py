@@ -1,0 +1,279 @@
+"""The run store: ``<store>/runs/<run-id>/`` with atomic writes, and run lookup.
+
+A run directory appears in ``runs/`` by one rename of a complete temporary directory, so a kill at
+any moment leaves either no run or a whole one, and concurrent captures never share a directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from envsnap.errors import InterruptError, ManifestError, RunNotFoundError, StoreError, UsageError
+from envsnap.manifest import (
+    Manifest,
+    Result,
+    dumps_manifest,
+    dumps_result,
+    read_manifest,
+    read_result,
+    seal,
+)
+
+MANIFEST_FILE = "manifest.toml"
+RESULT_FILE = "result.toml"
+DIFF_FILE = "diff.patch"
+
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+_RUN_PREFIX = re.compile(r"^[0-9][0-9a-f-]{0,21}$")
+_STALE_TMP_SECONDS = 3600
+
+
+def new_run_id(now: datetime) -> str:
+    """A run id sortable by time to the second, with 24 random bits against same-second clashes."""
+    return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoredRun:
+    """A run as read back from the store (or from a manifest file given by path)."""
+
+    run_id: str
+    directory: Path
+    manifest: Manifest
+    result: Result | None
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST_FILE
+
+    @property
+    def diff_path(self) -> Path:
+        return self.directory / DIFF_FILE
+
+
+class Store:
+    """One store directory; every path it hands out stays inside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runs_dir = root / "runs"
+        self._tmp_dir = root / "tmp"
+
+    # --- writing --------------------------------------------------------------------------
+
+    def write_run(self, manifest: Manifest, diff: bytes = b"") -> tuple[Manifest, Path]:
+        """Seal and write a new run atomically; returns the sealed manifest and its directory.
+
+        Should the run id already exist (two captures in one second drawing the same random
+        part), a fresh id is drawn: a stored run is never overwritten.
+        """
+        self._ensure_dirs()
+        self._remove_stale_tmp()
+        for _attempt in range(5):
+            sealed = seal(manifest)
+            target = self.runs_dir / sealed.run_id
+            tmp = self._tmp_dir / f"{sealed.run_id}.{os.getpid()}.{secrets.token_hex(4)}"
+            try:
+                tmp.mkdir()
+                if diff:
+                    _write_file(tmp / DIFF_FILE, diff)
+                _write_file(tmp / MANIFEST_FILE, dumps_manifest(sealed).encode("utf-8"))
+                _fsync_dir(tmp)
+                try:
+                    tmp.rename(target)
+                except OSError as exc:
+                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                        manifest = dataclasses.replace(
+                            manifest, run_id=new_run_id(datetime.now(UTC))
+                        )
+                        continue
+                    raise
+                _fsync_dir(self.runs_dir)
+                return sealed, target
+            except KeyboardInterrupt:
+                raise InterruptError(
+                    "interrupted while writing the run; nothing was stored",
+                    hint="run the command again",
+                ) from None
+            except OSError as exc:
+                raise _write_error(exc, self.root) from None
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        raise StoreError(
+            f"could not find a free run id in {self.runs_dir}", hint="retry in a second"
+        )
+
+    def write_result(self, run_dir: Path, result: Result) -> Path:
+        """Write result.toml beside a manifest, atomically (temp file, fsync, rename)."""
+        target = run_dir / RESULT_FILE
+        tmp = run_dir / f".{RESULT_FILE}.{secrets.token_hex(4)}"
+        try:
+            _write_file(tmp, dumps_result(result).encode("utf-8"))
+            tmp.replace(target)
+            _fsync_dir(run_dir)
+        except OSError as exc:
+            raise _write_error(exc, self.root) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def _ensure_dirs(self) -> None:
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self._tmp_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"the store {self.root} cannot be created ({exc.strerror or exc})",
+                hint="choose a writable place with --store or ENVSNAP_STORE",
+            ) from None
+        if not os.access(self.runs_dir, os.W_OK):
+            raise StoreError(
+                f"the store {self.root} is not writable",
+                hint="choose a writable place with --store or ENVSNAP_STORE",
+            )
+
+    def _remove_stale_tmp(self) -> None:
+        """Sweep what killed captures left in tmp/; a young entry may belong to a live capture."""
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self._tmp_dir):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def run_ids(self) -> list[str]:
+        """Ids of the complete runs, oldest first."""
+        try:
+            names = os.listdir(self.runs_dir)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"the store {self.root} cannot be read ({exc.strerror})") from None
+        return sorted(n for n in names if RUN_ID.match(n) and self._is_run_dir(n))
+
+    def _is_run_dir(self, run_id: str) -> bool:
+        path = self.runs_dir / run_id
+        return not path.is_symlink() and (path / MANIFEST_FILE).is_file()
+
+    def resolve(self, ref: str) -> str:
+        """Turn a full id, a unique prefix or ``latest`` into a run id."""
+        if ref == "latest":
+            runs = self.latest_runs()
+            if not runs:
+                raise RunNotFoundError(
+                    f"the store {self.root} holds no runs yet", hint="capture one first"
+                )
+            return runs[-1]
+        if not _RUN_PREFIX.match(ref):
+            raise RunNotFoundError(
+                f"{ref!r} is not a run id, a prefix of one, 'latest' or a manifest path",
+                hint="see 'envsnap list' for the runs in this store",
+            )
+        matches = [run_id for run_id in self.run_ids() if run_id.startswith(ref)]
+        if not matches:
+            raise RunNotFoundError(
+                f"no run matches {ref!r} in {self.root}",
+                hint="see 'envsnap list', or pass --store",
+            )
+        if len(matches) > 1:
+            shown = ", ".join(matches[:3]) + (", ..." if len(matches) > 3 else "")
+            raise RunNotFoundError(
+                f"{ref!r} matches {len(matches)} runs ({shown})",
+                hint="give more characters of the run id",
+            )
+        return matches[0]
+
+    def latest_runs(self) -> list[str]:
+        """Run ids in order of creation; runs in the same second are ordered by their timestamp."""
+        ids = self.run_ids()
+        if not ids:
+            return []
+        last_second = ids[-1][:15]
+        same_second = [i for i in ids if i.startswith(last_second)]
+        if len(same_second) > 1:
+            created = {i: self.load(i).manifest.created for i in same_second}
+            same_second.sort(key=lambda i: (created[i], i))
+            ids = ids[: len(ids) - len(same_second)] + same_second
+        return ids
+
+    def load(self, run_id: str) -> StoredRun:
+        """Read a run by exact id; the manifest is verified against its digest."""
+        if not RUN_ID.match(run_id):
+            raise RunNotFoundError(f"{run_id!r} is not a run id", hint="see 'envsnap list'")
+        directory = self.runs_dir / run_id
+        if directory.is_symlink() or not directory.is_dir():
+            raise RunNotFoundError(f"no run {run_id} in {self.root}", hint="see 'envsnap list'")
+        return load_run_dir(directory)
+
+
+def load_run_dir(directory: Path) -> StoredRun:
+    """Read manifest.toml (and result.toml when present) from a run directory."""
+    manifest = read_manifest(directory / MANIFEST_FILE)
+    result_path = directory / RESULT_FILE
+    result = read_result(result_path) if result_path.is_file() else None
+    if result is not None and result.run_id != manifest.run_id:
+        raise ManifestError(
+            f"{result_path} belongs to run {result.run_id}, not {manifest.run_id}",
+            hint="restore the run directory from a backup",
+        )
+    return StoredRun(run_id=manifest.run_id, directory=directory, manifest=manifest, result=result)
+
+
+def open_run(store: Store, ref: str) -> StoredRun:
+    """Resolve RUN as the CLI accepts it: id, prefix, ``latest``, or a manifest.toml path."""
+    if ref.endswith(".toml") or os.sep in ref or ref.startswith("."):
+        path = Path(ref)
+        if path.is_dir():
+            path = path / MANIFEST_FILE
+        if not path.is_file():
+            raise UsageError(f"{ref} is not a manifest file", hint="check the path")
+        return load_run_dir(path.parent) if path.name == MANIFEST_FILE else _load_file(path)
+    return store.load(store.resolve(ref))
+
+
+def _load_file(path: Path) -> StoredRun:
+    manifest = read_manifest(path)
+    return StoredRun(run_id=manifest.run_id, directory=path.parent, manifest=manifest, result=None)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(exc: OSError, root: Path) -> StoreError:
+    if exc.errno == errno.ENOSPC:
+        return StoreError(
+            f"no space left on the device holding {root}; nothing was stored",
+            hint="free some space and run the command again",
+        )
+    return StoreError(
+        f"writing to the store {root} failed ({exc.strerror or exc}); nothing was stored",
+        hint="check that the store is writable, or choose another with --store",
+    )

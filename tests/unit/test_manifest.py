@@ -1,0 +1,146 @@
+"""The manifest model and its canonical TOML form."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from envsnap.errors import ManifestError
+from envsnap.manifest import (
+    Manifest,
+    Package,
+    Param,
+    Result,
+    compute_env_id,
+    dumps_manifest,
+    dumps_result,
+    loads_manifest,
+    loads_result,
+    seal,
+)
+from tests.conftest import sample_manifest
+
+
+class TestCanonicalForm:
+    def test_round_trip_is_lossless(self, manifest: Manifest) -> None:
+        """A sealed manifest read back equals what was written, typed values included."""
+        sealed = seal(manifest)
+        again = loads_manifest(dumps_manifest(sealed), "m.toml")
+        assert again == sealed
+        assert again.params[0].value == 0.1
+        assert isinstance(again.params[1].value, int)
+
+    def test_same_content_gives_same_bytes(self) -> None:
+        """Two manifests with equal content serialise to identical bytes."""
+        a = seal(sample_manifest())
+        b = seal(sample_manifest())
+        assert dumps_manifest(a) == dumps_manifest(b)
+
+    def test_mapping_order_does_not_change_bytes(self) -> None:
+        """Mappings are written sorted, so insertion order never shows in the file."""
+        a = seal(sample_manifest(seeds={"a": 1, "b": 2}))
+        b = seal(sample_manifest(seeds={"b": 2, "a": 1}))
+        assert dumps_manifest(a) == dumps_manifest(b)
+
+    def test_defaults_are_left_out(self) -> None:
+        """Fields at their default value are not written, keeping package entries short."""
+        text = dumps_manifest(seal(sample_manifest()))
+        assert "archive_hash" not in text
+        assert 'schema = "envsnap.manifest/1"' in text
+
+    def test_top_level_keys_come_first(self) -> None:
+        """The file opens with schema and run id, as a reader expects."""
+        text = dumps_manifest(seal(sample_manifest()))
+        assert text.splitlines()[0] == 'schema = "envsnap.manifest/1"'
+        assert text.splitlines()[1].startswith("run_id = ")
+
+
+class TestEnvId:
+    def test_env_id_ignores_run_facts(self) -> None:
+        """Runs in the same environment share an env_id whatever their name, params or time."""
+        a = sample_manifest()
+        b = sample_manifest(
+            run_id="20261122-170000-ffffff", name="other", params=(), created="2026-11-23T00:00:00Z"
+        )
+        assert compute_env_id(a) == compute_env_id(b)
+
+    def test_env_id_follows_packages(self) -> None:
+        """A different package version gives a different env_id."""
+        a = sample_manifest()
+        python = dataclasses.replace(a.python, packages=(Package(name="numpy", version="2.2.0"),))
+        assert compute_env_id(a) != compute_env_id(dataclasses.replace(a, python=python))
+
+    def test_env_id_ignores_interpreter_path(self) -> None:
+        """The same packages in a venv at another path share the env_id."""
+        a = sample_manifest()
+        python = dataclasses.replace(a.python, executable="/elsewhere/bin/python", prefix="/x")
+        assert compute_env_id(a) == compute_env_id(dataclasses.replace(a, python=python))
+
+
+class TestBadManifests:
+    def test_not_toml(self) -> None:
+        """A file that is not TOML is reported by name, as possibly truncated."""
+        with pytest.raises(ManifestError, match=r"m\.toml is not valid TOML"):
+            loads_manifest("schema = [", "m.toml")
+
+    def test_truncated(self) -> None:
+        """A file cut short of its required keys is reported as truncated."""
+        text = dumps_manifest(seal(sample_manifest()))
+        cut = "\n".join(line for line in text.splitlines() if not line.startswith("created"))
+        with pytest.raises(ManifestError, match="lacks the required key 'created'"):
+            loads_manifest(cut, "m.toml")
+
+    def test_truncated_mid_file(self) -> None:
+        """Cutting the file at half its length never yields a valid manifest."""
+        text = dumps_manifest(seal(sample_manifest()))
+        with pytest.raises(ManifestError):
+            loads_manifest(text[: len(text) // 2], "m.toml")
+
+    def test_unknown_schema(self) -> None:
+        """A schema version this envsnap does not know is refused with both versions named."""
+        text = dumps_manifest(seal(sample_manifest())).replace(
+            "envsnap.manifest/1", "envsnap.manifest/9"
+        )
+        with pytest.raises(ManifestError, match="envsnap.manifest/9"):
+            loads_manifest(text, "m.toml")
+
+    def test_edited_after_writing(self) -> None:
+        """Changing any value after sealing is detected through the digest."""
+        text = dumps_manifest(seal(sample_manifest()))
+        edited = text.replace('version = "2.1.3"', 'version = "2.1.4"')
+        assert edited != text
+        with pytest.raises(ManifestError, match="modified after it was written"):
+            loads_manifest(edited, "m.toml")
+
+    def test_unknown_key(self) -> None:
+        """A key the model does not have is refused, naming it."""
+        text = dumps_manifest(seal(sample_manifest())) + '\n[extra]\nx = "y"\n'
+        with pytest.raises(ManifestError, match="unknown key 'extra'"):
+            loads_manifest(text, "m.toml")
+
+    def test_wrong_type(self) -> None:
+        """A value of the wrong type is refused with its path."""
+        text = dumps_manifest(seal(sample_manifest())).replace("cpu_count = 2", 'cpu_count = "2"')
+        with pytest.raises(ManifestError, match="host.cpu_count"):
+            loads_manifest(text, "m.toml")
+
+
+class TestResult:
+    def test_result_round_trip(self) -> None:
+        """A result with metrics and outputs reads back equal."""
+        result = Result(
+            run_id="20261122-163012-a1b2c3",
+            exit_code=3,
+            started="2026-11-22T16:30:12.000000Z",
+            ended="2026-11-22T16:30:13.000000Z",
+            duration_s=1.0,
+            metrics={"loss": 0.25, "epochs": 3},
+        )
+        assert loads_result(dumps_result(result), "r.toml") == result
+
+    def test_param_list_values_survive(self) -> None:
+        """A list parameter stays a list of typed values."""
+        sealed = seal(sample_manifest(params=(Param(key="layers", value=(64, 32), source="file"),)))
+        again = loads_manifest(dumps_manifest(sealed), "m.toml")
+        assert again.params[0].value == (64, 32)
