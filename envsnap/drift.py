@@ -316,7 +316,7 @@ def compare(
     a, b = flatten_manifest(old), flatten_manifest(new)
     fields: list[FieldDrift] = []
     for path in sorted(set(a) | set(b)):
-        if any(fnmatch.fnmatchcase(path, pattern) for pattern in ignore):
+        if any(_ignored(path, pattern) for pattern in ignore):
             continue
         in_a, in_b = path in a, path in b
         va, vb = a.get(path), b.get(path)
@@ -367,6 +367,11 @@ def _belongs_to_added_or_removed(path: str, a: Mapping[str, Any], b: Mapping[str
             key = pattern.sub(replacement, path)
             return (key in a) != (key in b)
     return False
+
+
+def _ignored(path: str, pattern: str) -> bool:
+    """An ignore pattern covers the field and everything under it."""
+    return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, pattern + ".*")
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -1,0 +1,173 @@
+"""The run store: atomic writes, unique ids, lookup, and nothing escapes it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from envsnap.errors import ManifestError, RunNotFoundError, StoreError, UsageError
+from envsnap.manifest import Result
+from envsnap.store import RUN_ID, Store, new_run_id, open_run
+from tests.conftest import sample_manifest
+
+
+def _write(store: Store, run_id: str, created: str = "2026-11-22T16:30:12.000000Z") -> Path:
+    _, directory = store.write_run(sample_manifest(run_id=run_id, created=created), b"diff\n")
+    return directory
+
+
+class TestRunIds:
+    def test_shape_and_time_order(self) -> None:
+        """Run ids start with the UTC time, so sorting by id sorts by time."""
+        early = new_run_id(datetime(2026, 11, 22, 16, 30, 12, tzinfo=UTC))
+        late = new_run_id(datetime(2026, 11, 22, 16, 30, 13, tzinfo=UTC))
+        assert RUN_ID.match(early) and early.startswith("20261122-163012-")
+        assert early < late
+
+    def test_unique_within_one_second(self) -> None:
+        """Sixteen ids drawn in the same second are distinct."""
+        now = datetime(2026, 11, 22, 16, 30, 12, tzinfo=UTC)
+        assert len({new_run_id(now) for _ in range(16)}) == 16
+
+
+class TestWriting:
+    def test_write_creates_complete_run(self, tmp_path: Path) -> None:
+        """A written run has its manifest and diff, and no temporary leftovers."""
+        store = Store(tmp_path / ".envsnap")
+        directory = _write(store, "20261122-163012-a1b2c3")
+        assert sorted(p.name for p in directory.iterdir()) == ["diff.patch", "manifest.toml"]
+        assert list((tmp_path / ".envsnap" / "tmp").iterdir()) == []
+        assert store.load("20261122-163012-a1b2c3").manifest.digest.startswith("sha256:")
+
+    def test_existing_run_is_never_overwritten(self, tmp_path: Path) -> None:
+        """A clash of run ids draws a fresh id instead of replacing the stored run."""
+        store = Store(tmp_path)
+        first = _write(store, "20261122-163012-a1b2c3")
+        before = (first / "manifest.toml").read_bytes()
+        sealed, second = store.write_run(sample_manifest(run_id="20261122-163012-a1b2c3"))
+        assert second != first
+        assert sealed.run_id != "20261122-163012-a1b2c3"
+        assert (first / "manifest.toml").read_bytes() == before
+
+    def test_store_that_cannot_be_created(self, tmp_path: Path) -> None:
+        """A store path under a regular file gives one sentence naming it."""
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        with pytest.raises(StoreError, match="cannot be created"):
+            Store(blocker / "store").write_run(sample_manifest())
+
+    def test_stale_temporary_entries_are_swept(self, tmp_path: Path) -> None:
+        """What a killed capture left in tmp/ is removed by the next write once it is old."""
+        store = Store(tmp_path)
+        stale = tmp_path / "tmp" / "20261122-000000-000000.1.dead"
+        stale.mkdir(parents=True)
+        (stale / "manifest.toml").write_text("half")
+        os.utime(stale, (0, 0))
+        _write(store, "20261122-163012-a1b2c3")
+        assert not stale.exists()
+
+    def test_incomplete_run_dir_is_not_a_run(self, tmp_path: Path) -> None:
+        """A run directory without a manifest is never listed."""
+        store = Store(tmp_path)
+        (tmp_path / "runs" / "20261122-163012-a1b2c3").mkdir(parents=True)
+        assert store.run_ids() == []
+
+    def test_result_written_beside_manifest(self, tmp_path: Path) -> None:
+        """result.toml is written atomically and read back with the run."""
+        store = Store(tmp_path)
+        directory = _write(store, "20261122-163012-a1b2c3")
+        result = Result(
+            run_id="20261122-163012-a1b2c3", exit_code=0, started="s", ended="e", metrics={"x": 1.5}
+        )
+        store.write_result(directory, result)
+        assert store.load("20261122-163012-a1b2c3").result == result
+        assert [p.name for p in directory.iterdir() if p.name.startswith(".")] == []
+
+
+class TestLookup:
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Store:
+        store = Store(tmp_path / "s")
+        _write(store, "20261122-163012-a1b2c3")
+        _write(store, "20261122-163012-a1ffff", created="2026-11-22T16:30:12.500000Z")
+        _write(store, "20261122-163012-0b0000", created="2026-11-22T16:30:12.900000Z")
+        return store
+
+    def test_full_id_and_unique_prefix(self, store: Store) -> None:
+        """A full id or a unique prefix finds the run."""
+        assert store.resolve("20261122-163012-a1b2c3") == "20261122-163012-a1b2c3"
+        assert store.resolve("20261122-163012-a1f") == "20261122-163012-a1ffff"
+
+    def test_ambiguous_prefix(self, store: Store) -> None:
+        """A prefix matching several runs names them and asks for more characters."""
+        with pytest.raises(RunNotFoundError, match="matches 2 runs"):
+            store.resolve("20261122-163012-a1")
+
+    def test_unknown_id(self, store: Store) -> None:
+        """An id that matches nothing says so and points at envsnap list."""
+        with pytest.raises(RunNotFoundError, match="no run matches"):
+            store.resolve("2025")
+
+    def test_latest_orders_same_second_by_creation_time(self, store: Store) -> None:
+        """latest is the last created, even when ids from one second sort otherwise."""
+        assert store.resolve("latest") == "20261122-163012-0b0000"
+
+    def test_latest_in_empty_store(self, tmp_path: Path) -> None:
+        """latest in an empty store says to capture first."""
+        with pytest.raises(RunNotFoundError, match="no runs yet"):
+            Store(tmp_path).resolve("latest")
+
+    @pytest.mark.parametrize("ref", ["../etc", "/etc/passwd", "..", "a/../../b", "latest/.."])
+    def test_escaping_ids_are_refused(self, store: Store, ref: str) -> None:
+        """Ids with path parts never reach the filesystem."""
+        with pytest.raises((RunNotFoundError, UsageError, ManifestError)):
+            store.load(store.resolve(ref))
+
+    def test_symlinked_run_is_refused(self, store: Store, tmp_path: Path) -> None:
+        """A run directory that is a symlink (pointing out of the store) is not followed."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (store.runs_dir / "20261122-999999-eeeeee").symlink_to(outside)
+        assert "20261122-999999-eeeeee" not in store.run_ids()
+        with pytest.raises(RunNotFoundError):
+            store.load("20261122-999999-eeeeee")
+
+    def test_open_by_manifest_path(self, store: Store) -> None:
+        """A manifest.toml path is accepted wherever a run is."""
+        path = store.runs_dir / "20261122-163012-a1b2c3" / "manifest.toml"
+        assert open_run(store, str(path)).run_id == "20261122-163012-a1b2c3"
+
+    def test_copied_manifest_opens(self, store: Store, tmp_path: Path) -> None:
+        """A manifest copied under another name (a committed reference) opens by path."""
+        copy = tmp_path / "envsnap.lock.toml"
+        copy.write_bytes((store.runs_dir / "20261122-163012-a1b2c3" / "manifest.toml").read_bytes())
+        assert open_run(store, str(copy)).manifest.run_id == "20261122-163012-a1b2c3"
+
+    def test_hand_edited_manifest_is_reported_by_path(self, store: Store) -> None:
+        """An edited manifest in the store is refused, naming its path."""
+        path = store.runs_dir / "20261122-163012-a1b2c3" / "manifest.toml"
+        path.write_text(path.read_text().replace("lr-sweep-3", "renamed"))
+        with pytest.raises(ManifestError, match=str(path)):
+            store.load("20261122-163012-a1b2c3")
+
+    def test_result_of_another_run_is_refused(self, store: Store) -> None:
+        """A result.toml moved in from another run is detected."""
+        directory = store.runs_dir / "20261122-163012-a1b2c3"
+        store.write_result(
+            directory,
+            Result(run_id="20261122-163012-a1ffff", exit_code=0, started="s", ended="e"),
+        )
+        with pytest.raises(ManifestError, match="belongs to run"):
+            store.load("20261122-163012-a1b2c3")
+
+
+def test_sealing_does_not_mutate_input(tmp_path: Path) -> None:
+    """write_run returns a sealed copy; the manifest passed in is unchanged."""
+    manifest = sample_manifest()
+    sealed, _ = Store(tmp_path).write_run(manifest)
+    assert manifest.digest == "" and sealed.digest
+    assert dataclasses.replace(sealed, digest="", env_id="") == manifest
