@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="envsnap", standalone_mode=False)
     except EnvsnapError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"envsnap: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

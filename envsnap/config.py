@@ -145,10 +145,13 @@ def _tolerance(value: Any, origin: str) -> MetricTolerance:
     return MetricTolerance(rtol=float(value.get("rtol", 0.0)), atol=float(value.get("atol", 0.0)))
 
 
+_TYPE_NAMES = {int: "an integer", str: "a string", list: "a list of strings"}
+
+
 def _typed(table: Mapping[str, Any], key: str, tp: type, origin: str, default: Any = None) -> Any:
     value = table.get(key, default)
     if not isinstance(value, tp) or (isinstance(value, bool) and tp is int):
         raise UsageError(
-            f"{key} in [tool.envsnap] of {origin} must be a {tp.__name__}", hint="fix the value"
+            f"{key} in [tool.envsnap] of {origin} must be {_TYPE_NAMES[tp]}", hint="fix the value"
         )
     return value

@@ -1,0 +1,83 @@
+"""Integration fixtures: a real git repository holding the example project, and a runner for the
+real ``envsnap`` command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "train-logreg"
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "envsnap-tests",
+    "GIT_AUTHOR_EMAIL": "tests@envsnap.invalid",
+    "GIT_COMMITTER_NAME": "envsnap-tests",
+    "GIT_COMMITTER_EMAIL": "tests@envsnap.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run real git in ``cwd`` and return its stdout."""
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@dataclass
+class Envsnap:
+    """Runs the real command line (``python -m envsnap``) in a project directory."""
+
+    cwd: Path
+    env: dict[str, str]
+
+    def __call__(
+        self,
+        *args: str,
+        check: int | None = 0,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "envsnap", *args],
+            cwd=cwd or self.cwd,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check is not None and done.returncode != check:
+            raise AssertionError(
+                f"envsnap {' '.join(args)} exited {done.returncode}, expected {check}\n"
+                f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+            )
+        return done
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh git repository with the example project committed on main."""
+    root = tmp_path / "project"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
+    (root / ".gitignore").write_text("outputs/\nmetrics.json\n.envsnap/\n")
+    git(root, "init", "--quiet", "--initial-branch=main")
+    git(root, "add", "-A")
+    git(root, "commit", "--quiet", "-m", "example")
+    return root
+
+
+@pytest.fixture
+def envsnap(project: Path) -> Envsnap:
+    """The envsnap CLI, run in the example project with a controlled environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVSNAP_")}
+    env.update(GIT_ENV)
+    return Envsnap(cwd=project, env=env)

@@ -1,0 +1,64 @@
+"""The settings cascade: defaults < [tool.envsnap] < ENVSNAP_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from envsnap.config import MetricTolerance, load_config
+from envsnap.errors import UsageError
+
+
+def _pyproject(root: Path, body: str) -> None:
+    (root / "pyproject.toml").write_text('[project]\nname = "x"\n\n' + body)
+
+
+class TestCascade:
+    def test_defaults_without_pyproject(self, tmp_path: Path) -> None:
+        """Without a pyproject.toml every setting has its default."""
+        config = load_config(project_root=tmp_path, env={})
+        assert config.store is None and config.git_max_untracked == 1000
+        assert config.source == "defaults"
+
+    def test_pyproject_table(self, tmp_path: Path) -> None:
+        """[tool.envsnap] sets the store (relative to the project), severities and tolerances."""
+        _pyproject(
+            tmp_path,
+            '[tool.envsnap]\nstore = "runs-store"\nenv-allow = ["MYLAB_*"]\nrtol = 1e-6\n'
+            '[tool.envsnap.drift]\n"host.kernel" = "expected"\n'
+            "[tool.envsnap.metrics.loss]\natol = 0.01\n",
+        )
+        config = load_config(project_root=tmp_path, env={})
+        assert config.store == tmp_path / "runs-store"
+        assert config.env_allow == ("MYLAB_*",)
+        assert config.drift_severity == {"host.kernel": "expected"}
+        assert config.metric_tolerance == MetricTolerance(rtol=1e-6)
+        assert config.metrics == {"loss": MetricTolerance(atol=0.01)}
+
+    def test_environment_wins(self, tmp_path: Path) -> None:
+        """ENVSNAP_STORE overrides the pyproject store; ENVSNAP_ENV_ALLOW adds patterns."""
+        _pyproject(tmp_path, '[tool.envsnap]\nstore = "a"\nenv-allow = ["A_*"]\n')
+        config = load_config(
+            project_root=tmp_path, env={"ENVSNAP_STORE": "/b", "ENVSNAP_ENV_ALLOW": "B_*, C"}
+        )
+        assert config.store == Path("/b")
+        assert config.env_allow == ("A_*", "B_*", "C")
+
+
+class TestBadConfig:
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            ("[tool.envsnap]\nstorage = 'x'\n", "unknown key 'storage'"),
+            ("[tool.envsnap.drift]\n'host.kernel' = 'fatal'\n", "must map field patterns"),
+            ("[tool.envsnap]\nrtol = -1\n", "must be a number >= 0"),
+            ("[tool.envsnap]\ngit-max-untracked = true\n", "must be an integer"),
+            ("[tool.envsnap\n", "cannot be read as TOML"),
+        ],
+    )
+    def test_refused_with_one_sentence(self, tmp_path: Path, body: str, message: str) -> None:
+        """A malformed [tool.envsnap] is refused, naming the key and the file."""
+        _pyproject(tmp_path, body)
+        with pytest.raises(UsageError, match=message):
+            load_config(project_root=tmp_path, env={})
