@@ -16,7 +16,7 @@ from typing import Any
 
 from envsnap.capture import CaptureContext, CapturedRun, CaptureRequest, now_utc
 from envsnap.config import Config, load_config
-from envsnap.drift import DriftReport
+from envsnap.drift import DriftReport, Severity
 from envsnap.manifest import Result
 from envsnap.store import Store, StoredRun
 
@@ -193,4 +193,36 @@ def diff(old: str, new: str, *, store: Path | str | None = None) -> DriftReport:
         overrides=ws.config.drift_severity,
         tolerance=ws.config.metric_tolerance,
         metric_tolerances=ws.config.metrics,
+    )
+
+
+def check(
+    against: Path | str,
+    *,
+    ignore: Sequence[str] = (),
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> DriftReport:
+    """Capture the current environment in memory and compare it with a reference manifest."""
+    from envsnap.check import check_against
+
+    ws = workspace(None, cwd=cwd, env=env)
+    return check_against(
+        Path(against), cwd=ws.cwd, env=ws.env, repo_root=ws.repo_root, config=ws.config,
+        ignore=ignore,
+    )
+
+
+def report_to_github(
+    report: DriftReport,
+    *,
+    fail_on: Severity = "breaking",
+    reference: str = "",
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Under GitHub Actions, write the summary, outputs and JSON report; return annotations."""
+    from envsnap.check import publish_to_github
+
+    return publish_to_github(
+        report, fail_on=fail_on, env=dict(os.environ) if env is None else env, reference=reference
     )

@@ -76,7 +76,9 @@ def parse_tags(items: Sequence[str]) -> dict[str, str]:
     return tags
 
 
-def build_manifest(request: CaptureRequest, ctx: CaptureContext) -> tuple[Manifest, bytes]:
+def build_manifest(
+    request: CaptureRequest, ctx: CaptureContext, *, with_git: bool = True
+) -> tuple[Manifest, bytes]:
     """Probe the environment and assemble an unsealed manifest plus the git diff bytes."""
     from envsnap.probes import data as data_probe
     from envsnap.probes import git as git_probe
@@ -105,14 +107,14 @@ def build_manifest(request: CaptureRequest, ctx: CaptureContext) -> tuple[Manife
         ),
         daemon=True,
     )
-    if ctx.repo_root is not None:
+    if with_git and ctx.repo_root is not None:
         git_thread.start()
 
     sections = _probe_environment(ctx)
     argv, argv_redactions = redact_argv(request.argv)
     selection = select_environment(ctx.env, ctx.config.env_allow)
 
-    if ctx.repo_root is not None:
+    if with_git and ctx.repo_root is not None:
         git_thread.join()
     git, diff = (
         git_result[0]

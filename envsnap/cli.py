@@ -202,6 +202,86 @@ def diff(
     raise SystemExit(EXIT_DRIFT if drift.drifted(fail_on) else EXIT_OK)  # type: ignore[arg-type]
 
 
+@cli.command()
+@click.option(
+    "--against",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="The committed reference manifest (for example envsnap.lock.toml).",
+)
+@click.option(
+    "--fail-on",
+    type=SEVERITY_CHOICE,
+    default="breaking",
+    show_default=True,
+    help="Exit 1 when drift at or above this severity is found.",
+)
+@click.option(
+    "--ignore",
+    multiple=True,
+    metavar="CATEGORY.FIELD",
+    help="A category or field pattern to leave out (repeatable), e.g. hardware, host.kernel.",
+)
+@click.option("--markdown", is_flag=True, help="Print a Markdown table.")
+@click.option("--all", "show_all", is_flag=True, help="Also show expected differences.")
+@json_option
+def check(
+    against: Path,
+    fail_on: str,
+    ignore: tuple[str, ...],
+    markdown: bool,
+    show_all: bool,
+    as_json: bool,
+) -> None:
+    """Compare the current environment with a reference manifest; exit 1 on drift.
+
+    Nothing is stored. Under GitHub Actions it also writes annotations, the job summary and the
+    step outputs drift, max-severity and report-path.
+    """
+    from envsnap import api, report
+
+    drift = api.check(against, ignore=ignore)
+    if as_json:
+        click.echo(report.render_json(drift), nl=False)
+    elif markdown:
+        click.echo(report.render_markdown(drift, show_expected=show_all), nl=False)
+    else:
+        click.echo(report.render_text(drift, show_expected=show_all), nl=False)
+    for line in api.report_to_github(drift, fail_on=fail_on, reference=str(against)):  # type: ignore[arg-type]
+        click.echo(line)
+    raise SystemExit(EXIT_DRIFT if drift.drifted(fail_on) else EXIT_OK)  # type: ignore[arg-type]
+
+
+@cli.group()
+def ci() -> None:
+    """Set up continuous integration for drift checks."""
+
+
+@ci.command("init")
+@click.option(
+    "--manifest",
+    default="envsnap.lock.toml",
+    show_default=True,
+    help="The reference manifest the workflow checks against.",
+)
+@click.option("--fail-on", type=SEVERITY_CHOICE, default="breaking", show_default=True)
+@click.option(
+    "--path",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".github/workflows/envsnap-drift.yml"),
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing workflow file.")
+def ci_init(manifest: str, fail_on: str, target: Path, force: bool) -> None:
+    """Write a GitHub Actions workflow that fails pull requests on environment drift."""
+    from envsnap import ci_workflow
+
+    written = ci_workflow.write_workflow(target, manifest=manifest, fail_on=fail_on, force=force)
+    click.echo(str(written))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; an EnvsnapError becomes one sentence and its exit code."""
     args = sys.argv[1:] if argv is None else argv

@@ -11,6 +11,8 @@ echo "==> ruff check"
 "$venv/ruff" check envsnap tests benchmarks examples scripts
 echo "==> ruff format --check"
 "$venv/ruff" format --check envsnap tests benchmarks examples scripts
+echo "==> actionlint"
+"$venv/actionlint" .github/workflows/*.yml
 echo "==> mypy (strict)"
 "$venv/mypy"
 echo "==> pytest"
