@@ -8,10 +8,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["capture", "diff", "list_runs", "open_run", "run_recorded", "seed_everything"]
+__all__ = [
+    "capture",
+    "check",
+    "diff",
+    "list_runs",
+    "open_run",
+    "run_recorded",
+    "seed_everything",
+]
 
 if TYPE_CHECKING:
-    from envsnap.api import capture, diff, list_runs, open_run, run_recorded
+    from envsnap.api import capture, check, diff, list_runs, open_run, run_recorded
     from envsnap.seeding import seed_everything
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envsnap.capture import CaptureContext, CapturedRun, CaptureRequest, now_utc
 from envsnap.config import Config, load_config
 from envsnap.drift import DriftReport, Severity
 from envsnap.manifest import Result
+from envsnap.recorder import CaptureContext, CapturedRun, CaptureRequest, now_utc
 from envsnap.store import Store, StoredRun
 
 STORE_DIR_NAME = ".envsnap"
@@ -76,16 +76,16 @@ def capture(
     env: Mapping[str, str] | None = None,
 ) -> CapturedRun:
     """Capture the environment into a new run and return it (the command is not run)."""
-    from envsnap import capture as capture_core
+    from envsnap.recorder import capture as record
     from envsnap.seeding import last_seed_record
 
     ws = workspace(store, cwd=cwd, env=env)
     seeds: dict[str, int] = {}
     determinism: dict[str, str] = {}
-    record = last_seed_record()
-    if record is not None:
-        seeds.update(record.libraries)
-        determinism.update(record.settings)
+    seeded = last_seed_record()
+    if seeded is not None:
+        seeds.update(seeded.libraries)
+        determinism.update(seeded.settings)
     if seed is not None:
         seeds["global"] = seed
     request = CaptureRequest(
@@ -107,7 +107,7 @@ def capture(
     context = CaptureContext(
         cwd=ws.cwd, env=ws.env, now=now_utc(), repo_root=ws.repo_root, config=ws.config
     )
-    return capture_core.capture(request, context, ws.store)
+    return record(request, context, ws.store)
 
 
 def run_recorded(
@@ -120,7 +120,7 @@ def run_recorded(
 ) -> Result:
     """Run ``argv`` (the unredacted command of ``run``) with stdio passed through, then write
     result.toml: exit code, timing, output hashes and metrics."""
-    from envsnap.capture import execute
+    from envsnap.recorder import execute
 
     ws = workspace(store, cwd=cwd, env=env)
     return execute(run, argv, cwd=ws.cwd, env=ws.env, store=ws.store)
@@ -204,11 +204,15 @@ def check(
     env: Mapping[str, str] | None = None,
 ) -> DriftReport:
     """Capture the current environment in memory and compare it with a reference manifest."""
-    from envsnap.check import check_against
+    from envsnap.reference import check_against
 
     ws = workspace(None, cwd=cwd, env=env)
     return check_against(
-        Path(against), cwd=ws.cwd, env=ws.env, repo_root=ws.repo_root, config=ws.config,
+        Path(against),
+        cwd=ws.cwd,
+        env=ws.env,
+        repo_root=ws.repo_root,
+        config=ws.config,
         ignore=ignore,
     )
 
@@ -221,7 +225,7 @@ def report_to_github(
     env: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Under GitHub Actions, write the summary, outputs and JSON report; return annotations."""
-    from envsnap.check import publish_to_github
+    from envsnap.reference import publish_to_github
 
     return publish_to_github(
         report, fail_on=fail_on, env=dict(os.environ) if env is None else env, reference=reference

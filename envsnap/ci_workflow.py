@@ -51,9 +51,7 @@ def write_workflow(
 ) -> Path:
     """Write the workflow file; refuse to replace an existing one unless ``force``."""
     if target.exists() and not force:
-        raise UsageError(
-            f"{target} already exists", hint="pass --force to overwrite it"
-        )
+        raise UsageError(f"{target} already exists", hint="pass --force to overwrite it")
     text = render_workflow(manifest=manifest, fail_on=fail_on, install_command=install_command)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

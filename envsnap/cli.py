@@ -82,7 +82,7 @@ def capture(
     Prints the run id on stdout (a JSON object with --json).
     """
     from envsnap import api
-    from envsnap.capture import parse_tags
+    from envsnap.recorder import parse_tags
 
     run = api.capture(
         name=name,

@@ -37,9 +37,9 @@ CATEGORY_ORDER = (
 Change = Literal["changed", "added", "removed"]
 
 
-def severity_rank(severity: str) -> int:
-    """Position of a severity in expected < info < warning < breaking."""
-    return SEVERITY_ORDER.index(severity)  # type: ignore[arg-type]
+def severity_rank(severity: str | None) -> int:
+    """Position of a severity in expected < info < warning < breaking (None ranks lowest)."""
+    return -1 if severity is None else SEVERITY_ORDER.index(_as_severity(severity))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -232,7 +232,8 @@ def classify(
     path: str, old: Any, new: Any, overrides: Mapping[str, str] = {}
 ) -> tuple[str, Severity]:
     """Category and severity of a changed field: the first matching rule, then overrides."""
-    category, severity = "other", "warning"
+    category = "other"
+    severity: Severity = "warning"
     for rule in RULES:
         if fnmatch.fnmatchcase(path, rule.pattern):
             category = rule.category
@@ -240,8 +241,15 @@ def classify(
             break
     for pattern, value in overrides.items():
         if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(category, pattern):
-            severity = value  # type: ignore[assignment]
+            severity = _as_severity(value)
     return category, severity
+
+
+def _as_severity(value: str) -> Severity:
+    for severity in SEVERITY_ORDER:
+        if severity == value:
+            return severity
+    raise ValueError(f"unknown severity {value!r}")  # config.py validates overrides first
 
 
 # --- flattening -------------------------------------------------------------------------------

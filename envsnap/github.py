@@ -54,7 +54,7 @@ def escape_property(text: str) -> str:
     return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def annotations(report: DriftReport, fail_on: Severity) -> list[str]:
+def annotation_lines(report: DriftReport, fail_on: Severity) -> list[str]:
     """One workflow command per difference: ::error at or above ``fail_on``, else ::warning
     (info as ::notice); expected differences are not annotated."""
     lines = []

@@ -27,10 +27,8 @@ ParamValue = str | int | float | bool | tuple[str | int | float | bool, ...]
 ParamSource = Literal["cli", "file", "api", "default"]
 PackageSource = Literal["index", "vcs", "url", "local", "editable", "conda", "system", "unknown"]
 
-_frozen = dataclass(frozen=True, kw_only=True, slots=True)
 
-
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Tool:
     """The envsnap that wrote the manifest; kept apart from the experiment's packages."""
 
@@ -39,7 +37,7 @@ class Tool:
     source: str = "index"
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Command:
     """The command the experiment runs, with secrets already redacted."""
 
@@ -47,7 +45,7 @@ class Command:
     cwd: str = "."
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Param:
     """One parameter: a dotted key, its typed value and where it came from."""
 
@@ -56,7 +54,7 @@ class Param:
     source: ParamSource
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Outputs:
     """What the run promises to produce: output globs and a metrics file."""
 
@@ -64,7 +62,7 @@ class Outputs:
     metrics: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Host:
     """The operating system and hardware of the machine capture ran on."""
 
@@ -81,7 +79,7 @@ class Host:
     hostname: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Container:
     """Whether capture ran inside a container, which runtime, and the image when knowable."""
 
@@ -92,7 +90,7 @@ class Container:
     detected_by: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class GpuDevice:
     """One NVIDIA device as NVML reports it."""
 
@@ -103,7 +101,7 @@ class GpuDevice:
     compute_capability: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Gpu:
     """NVIDIA driver and devices; ``reason`` says why nothing was found."""
 
@@ -114,7 +112,7 @@ class Gpu:
     devices: tuple[GpuDevice, ...] = ()
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Cuda:
     """The CUDA runtime, cuDNN and NCCL the frameworks would load, and where each was read."""
 
@@ -127,7 +125,7 @@ class Cuda:
     frameworks: Mapping[str, str] = field(default_factory=dict)
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Package:
     """One installed distribution and where it came from, enough to install it again."""
 
@@ -148,7 +146,7 @@ class Package:
     reason: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Python:
     """The interpreter the experiment runs in and every distribution installed in it."""
 
@@ -162,7 +160,7 @@ class Python:
     packages: tuple[Package, ...] = ()
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CondaPackage:
     """One package of a conda environment, read from its conda-meta record."""
 
@@ -176,7 +174,7 @@ class CondaPackage:
     sha256: str = ""
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Conda:
     """The conda environment the interpreter lives in, when it lives in one."""
 
@@ -186,7 +184,7 @@ class Conda:
     packages: tuple[CondaPackage, ...] = ()
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Git:
     """Git state of the project: commit, branch, remote and what differs from HEAD."""
 
@@ -203,7 +201,7 @@ class Git:
     untracked_omitted: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DataItem:
     """A fingerprint of one data file (sha256) or directory (tree hash)."""
 
@@ -214,7 +212,7 @@ class DataItem:
     files: int = 1
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Redaction:
     """Something left out of the manifest, named with the reason, never with its value."""
 
@@ -223,7 +221,7 @@ class Redaction:
     reason: str
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Manifest:
     """Everything about one run that can change its result."""
 
@@ -254,7 +252,7 @@ class Manifest:
     redacted: tuple[Redaction, ...] = ()
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OutputFile:
     """One file matched by an output glob after the command ran."""
 
@@ -263,7 +261,7 @@ class OutputFile:
     bytes: int = 0
 
 
-@_frozen
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Result:
     """What a recorded command did: exit code, timing, output hashes and metrics."""
 

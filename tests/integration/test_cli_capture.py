@@ -352,7 +352,10 @@ class TestReliability:
         self, envsnap: Envsnap, project: Path
     ) -> None:
         """SIGINT while the command runs stops it and still writes a result marked interrupted."""
-        code = "import time\ntry:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n    raise SystemExit(130)"
+        code = (
+            "import time\ntry:\n    time.sleep(30)\n"
+            "except KeyboardInterrupt:\n    raise SystemExit(130)"
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "envsnap", "capture", "--", sys.executable, "-c", code],
             cwd=project,

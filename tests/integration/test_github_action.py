@@ -176,7 +176,7 @@ def _rewrite(path: Path, target: Path, **changes: Any) -> Path:
 
 class TestAction:
     def test_no_drift(self, runner: Runner) -> None:
-        """Against a manifest of this very environment: exit 0, drift=false, an empty-drift summary."""
+        """Against this very environment's manifest: exit 0, drift=false, an empty-drift summary."""
         _reference(runner)
         check, outputs, fail = _check(runner, manifest="envsnap.lock.toml")
         assert check.returncode == 0, check.stderr

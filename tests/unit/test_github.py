@@ -9,7 +9,7 @@ from pathlib import Path
 from envsnap.drift import compare
 from envsnap.github import (
     RunnerFiles,
-    annotations,
+    annotation_lines,
     escape_data,
     escape_property,
     write_outputs,
@@ -44,7 +44,7 @@ class TestEscaping:
 class TestAnnotations:
     def test_breaking_is_error_below_threshold_is_warning(self) -> None:
         """Drift at or above fail-on is ::error; info-level drift is a ::notice."""
-        lines = annotations(_bumped(), "breaking")  # type: ignore[arg-type]
+        lines = annotation_lines(_bumped(), "breaking")  # type: ignore[arg-type]
         assert any(
             line.startswith(
                 "::error title=envsnap breaking drift%3A packages::python.packages.numpy"
@@ -57,7 +57,7 @@ class TestAnnotations:
         """A value with newlines and '::' stays inside one escaped annotation line."""
         crafted = "1.0\n::error title=forged::pwned\r\n::set-output name=drift::false %0A"
         report = _bumped(version=crafted, os_name="x\n::add-mask::y")
-        lines = annotations(report, "warning")  # type: ignore[arg-type]
+        lines = annotation_lines(report, "warning")  # type: ignore[arg-type]
         text = "\n".join(lines)
         assert all(ANNOTATION.match(line) for line in text.split("\n")), text
         assert "forged" in text and "\n::error title=forged" not in text

@@ -102,7 +102,7 @@ class TestBadManifests:
         text = dumps_manifest(seal(sample_manifest())).replace(
             "envsnap.manifest/1", "envsnap.manifest/9"
         )
-        with pytest.raises(ManifestError, match="envsnap.manifest/9"):
+        with pytest.raises(ManifestError, match=r"envsnap\.manifest/9"):
             loads_manifest(text, "m.toml")
 
     def test_edited_after_writing(self) -> None:
@@ -122,7 +122,7 @@ class TestBadManifests:
     def test_wrong_type(self) -> None:
         """A value of the wrong type is refused with its path."""
         text = dumps_manifest(seal(sample_manifest())).replace("cpu_count = 2", 'cpu_count = "2"')
-        with pytest.raises(ManifestError, match="host.cpu_count"):
+        with pytest.raises(ManifestError, match=r"host\.cpu_count"):
             loads_manifest(text, "m.toml")
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from envsnap.capture import CaptureContext, CaptureRequest, build_manifest, now_utc
 from envsnap.config import Config
 from envsnap.drift import DriftReport, Severity, compare
 from envsnap.errors import UsageError
 from envsnap.manifest import read_manifest
+from envsnap.recorder import CaptureContext, CaptureRequest, build_manifest, now_utc
 from envsnap.store import MANIFEST_FILE
 
 # Run facts, not environment facts: a pull request changes them by design.
@@ -70,8 +70,7 @@ def publish_to_github(
     drifted = report.drifted(fail_on)
     if runner.summary is not None:
         verdict = (
-            f"Environment drifted from `{github.escape_code(reference)}` "
-            f"(at or above {fail_on})."
+            f"Environment drifted from `{github.escape_code(reference)}` (at or above {fail_on})."
             if drifted
             else f"No environment drift at or above {fail_on} from "
             f"`{github.escape_code(reference)}`."
@@ -86,4 +85,4 @@ def publish_to_github(
                 "report-path": str(report_path),
             },
         )
-    return github.annotations(report, fail_on)
+    return github.annotation_lines(report, fail_on)
