@@ -12,18 +12,20 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envsnap.config import Config, load_config
-from envsnap.drift import DriftReport, Severity
 from envsnap.manifest import Result
 from envsnap.recorder import CaptureContext, CapturedRun, CaptureRequest, now_utc
 from envsnap.store import Store, StoredRun
 
+if TYPE_CHECKING:  # drift is not needed to capture, which must start fast
+    from envsnap.drift import DriftReport, Severity
+
 STORE_DIR_NAME = ".envsnap"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Workspace:
     """Where a command works: cwd, repository root, configuration and the store."""
 
@@ -136,7 +138,7 @@ def list_runs(*, store: Path | str | None = None) -> list[RunSummary]:
     return summaries
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class RunSummary:
     """One line of ``envsnap list``."""
 

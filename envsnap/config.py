@@ -15,7 +15,7 @@ from envsnap.errors import UsageError
 SEVERITIES = ("expected", "info", "warning", "breaking")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class MetricTolerance:
     """How far a metric may move in a rerun and still count as reproduced."""
 
@@ -23,7 +23,7 @@ class MetricTolerance:
     atol: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """Every setting envsnap reads, resolved once per command."""
 

@@ -42,7 +42,7 @@ def severity_rank(severity: str | None) -> int:
     return -1 if severity is None else SEVERITY_ORDER.index(_as_severity(severity))
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class FieldDrift:
     """One field that differs between two runs."""
 
@@ -54,7 +54,7 @@ class FieldDrift:
     new: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class MetricDrift:
     """One metric compared within its tolerance."""
 
@@ -69,7 +69,7 @@ class MetricDrift:
     severity: Severity
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class OutputDrift:
     """One output file whose hash differs, or that only one run produced."""
 
@@ -79,7 +79,7 @@ class OutputDrift:
     severity: Severity = "breaking"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class DriftReport:
     """Everything that differs between a reference run (old) and another run (new)."""
 
@@ -124,7 +124,7 @@ class DriftReport:
 SeverityFn = Callable[[Any, Any], Severity]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Rule:
     """Fields matching ``pattern`` belong to ``category`` with ``severity`` (or a function)."""
 

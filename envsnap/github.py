@@ -15,7 +15,7 @@ from envsnap.drift import DriftReport, Severity, severity_rank
 from envsnap.errors import UsageError
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class RunnerFiles:
     """Where the runner wants summaries and outputs, read from its environment variables."""
 

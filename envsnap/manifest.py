@@ -28,7 +28,7 @@ ParamSource = Literal["cli", "file", "api", "default"]
 PackageSource = Literal["index", "vcs", "url", "local", "editable", "conda", "system", "unknown"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Tool:
     """The envsnap that wrote the manifest; kept apart from the experiment's packages."""
 
@@ -37,7 +37,7 @@ class Tool:
     source: str = "index"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Command:
     """The command the experiment runs, with secrets already redacted."""
 
@@ -45,7 +45,7 @@ class Command:
     cwd: str = "."
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Param:
     """One parameter: a dotted key, its typed value and where it came from."""
 
@@ -54,7 +54,7 @@ class Param:
     source: ParamSource
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Outputs:
     """What the run promises to produce: output globs and a metrics file."""
 
@@ -62,7 +62,7 @@ class Outputs:
     metrics: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Host:
     """The operating system and hardware of the machine capture ran on."""
 
@@ -79,7 +79,7 @@ class Host:
     hostname: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Container:
     """Whether capture ran inside a container, which runtime, and the image when knowable."""
 
@@ -90,7 +90,7 @@ class Container:
     detected_by: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class GpuDevice:
     """One NVIDIA device as NVML reports it."""
 
@@ -101,7 +101,7 @@ class GpuDevice:
     compute_capability: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Gpu:
     """NVIDIA driver and devices; ``reason`` says why nothing was found."""
 
@@ -112,7 +112,7 @@ class Gpu:
     devices: tuple[GpuDevice, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Cuda:
     """The CUDA runtime, cuDNN and NCCL the frameworks would load, and where each was read."""
 
@@ -125,7 +125,7 @@ class Cuda:
     frameworks: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Package:
     """One installed distribution and where it came from, enough to install it again."""
 
@@ -146,7 +146,7 @@ class Package:
     reason: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Python:
     """The interpreter the experiment runs in and every distribution installed in it."""
 
@@ -160,7 +160,7 @@ class Python:
     packages: tuple[Package, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class CondaPackage:
     """One package of a conda environment, read from its conda-meta record."""
 
@@ -174,7 +174,7 @@ class CondaPackage:
     sha256: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Conda:
     """The conda environment the interpreter lives in, when it lives in one."""
 
@@ -184,7 +184,7 @@ class Conda:
     packages: tuple[CondaPackage, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Git:
     """Git state of the project: commit, branch, remote and what differs from HEAD."""
 
@@ -201,7 +201,7 @@ class Git:
     untracked_omitted: int = 0
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class DataItem:
     """A fingerprint of one data file (sha256) or directory (tree hash)."""
 
@@ -212,7 +212,7 @@ class DataItem:
     files: int = 1
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Redaction:
     """Something left out of the manifest, named with the reason, never with its value."""
 
@@ -221,7 +221,7 @@ class Redaction:
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
     """Everything about one run that can change its result."""
 
@@ -252,7 +252,7 @@ class Manifest:
     redacted: tuple[Redaction, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class OutputFile:
     """One file matched by an output glob after the command ran."""
 
@@ -261,7 +261,7 @@ class OutputFile:
     bytes: int = 0
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class Result:
     """What a recorded command did: exit code, timing, output hashes and metrics."""
 
@@ -284,29 +284,43 @@ ENV_ID_SECTIONS = ("python", "conda", "cuda", "container")
 
 def compute_env_id(manifest: Manifest) -> str:
     """Hash the sections that decide the image, so equal environments share one built image."""
-    data = to_data(manifest)
+    return _env_id(to_data(manifest))
+
+
+def _env_id(data: Mapping[str, Any]) -> str:
     host = data.get("host", {})
     python = dict(data.get("python", {}))
     # Paths differ between machines without changing what must be installed.
     python.pop("executable", None)
     python.pop("prefix", None)
-    for package in python.get("packages", []):
-        package.pop("path", None)
-    container = data.get("container", {})
+    python["packages"] = [
+        {k: v for k, v in package.items() if k != "path"} for package in python.get("packages", [])
+    ]
     basis = {
         "os": [host.get("os_id", ""), host.get("os_version", ""), host.get("arch", "")],
         "python": python,
-        "conda": [{k: v for k, v in p.items()} for p in data.get("conda", {}).get("packages", [])],
+        "conda": data.get("conda", {}).get("packages", []),
         "cuda": data.get("cuda", {}),
-        "base": container.get("image_digest", ""),
+        "base": data.get("container", {}).get("image_digest", ""),
     }
     return "sha256:" + _canonical_hash(basis)
 
 
 def seal(manifest: Manifest) -> Manifest:
-    """Return the manifest with its env_id and digest filled in; the last step before writing."""
-    with_env = dataclasses.replace(manifest, env_id=compute_env_id(manifest), digest="")
-    return dataclasses.replace(with_env, digest="sha256:" + _canonical_hash(to_data(with_env)))
+    """The manifest with its env_id and digest filled in."""
+    return seal_text(manifest)[0]
+
+
+def seal_text(manifest: Manifest) -> tuple[Manifest, str]:
+    """Fill in env_id and digest and render the canonical TOML, converting the model once:
+    the last step before writing."""
+    data = to_data(dataclasses.replace(manifest, env_id="", digest=""))
+    env_id = _env_id(data)
+    data["env_id"] = env_id
+    digest = "sha256:" + _canonical_hash(data)
+    data["digest"] = digest
+    ordered = {f.name: data[f.name] for f in dataclasses.fields(Manifest) if f.name in data}
+    return dataclasses.replace(manifest, env_id=env_id, digest=digest), _dumps(ordered)
 
 
 def verify_digest(manifest: Manifest, origin: str) -> None:

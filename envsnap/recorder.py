@@ -21,7 +21,7 @@ from envsnap.redact import redact_argv, select_environment
 from envsnap.store import Store
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class CaptureRequest:
     """What the user asked capture to record, before anything is probed."""
 
@@ -41,7 +41,7 @@ class CaptureRequest:
     rerun_of: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class CaptureContext:
     """Where and when capture runs; passed in so nothing deep reads globals."""
 
@@ -52,7 +52,7 @@ class CaptureContext:
     config: Config
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class CapturedRun:
     """A stored run: its sealed manifest, its directory, and its result once a command ran."""
 

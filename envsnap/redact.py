@@ -95,7 +95,7 @@ _SCP_LIKE_USER = re.compile(r"^[^/@:\s]+@(?=[^/:\s]+:)")
 REDACTED = "<redacted>"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class EnvironmentSelection:
     """The recorded variables, split into determinism settings and the rest, and what was cut."""
 
@@ -149,16 +149,40 @@ def clean_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+class _NameMatcher:
+    """Matches variable names against allow-list patterns; exact names and ``PREFIX_*`` patterns
+    take no regex, which keeps this off capture's start-up path."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.exact: set[str] = set()
+        prefixes: list[str] = []
+        self.globs: list[str] = []
+        for pattern in patterns:
+            head, star, tail = pattern.partition("*")
+            if not star:
+                self.exact.add(pattern)
+            elif not tail and not any(c in head for c in "?[]*"):
+                prefixes.append(head)
+            else:
+                self.globs.append(pattern)
+        self.prefixes = tuple(prefixes)
+
+    def matches(self, name: str) -> bool:
+        if name in self.exact or name.startswith(self.prefixes):
+            return True
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.globs)
+
+
 def select_environment(
     env: Mapping[str, str], extra_allowed: Iterable[str] = ()
 ) -> EnvironmentSelection:
     """Keep allow-listed variables, then redact secret names, secret values and URL credentials."""
-    patterns = (*ALLOWED_VARIABLES, *DETERMINISM_VARIABLES, *extra_allowed)
+    allowed = _NameMatcher((*ALLOWED_VARIABLES, *DETERMINISM_VARIABLES, *extra_allowed))
     determinism: dict[str, str] = {}
     environment: dict[str, str] = {}
     redacted: list[Redaction] = []
     for name in sorted(env):
-        if not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+        if not allowed.matches(name):
             continue
         value = env[name]
         if _SECRET_NAME.search(name):

@@ -99,7 +99,9 @@ def report_data(report: DriftReport) -> dict[str, Any]:
 
 def to_data_full(obj: Any) -> dict[str, Any]:
     """Every field of a small report dataclass, defaults included."""
-    return {name: getattr(obj, name) for name in obj.__slots__}
+    import dataclasses
+
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
 def render_json(report: DriftReport) -> str:

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class SeedRecord:
     """What ``seed_everything`` seeded: library name -> seed, and the settings it changed."""
 

@@ -22,11 +22,10 @@ from envsnap.errors import InterruptError, ManifestError, RunNotFoundError, Stor
 from envsnap.manifest import (
     Manifest,
     Result,
-    dumps_manifest,
     dumps_result,
     read_manifest,
     read_result,
-    seal,
+    seal_text,
 )
 
 MANIFEST_FILE = "manifest.toml"
@@ -43,7 +42,7 @@ def new_run_id(now: datetime) -> str:
     return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class StoredRun:
     """A run as read back from the store (or from a manifest file given by path)."""
 
@@ -80,14 +79,14 @@ class Store:
         self._ensure_dirs()
         self._remove_stale_tmp()
         for _attempt in range(5):
-            sealed = seal(manifest)
+            sealed, text = seal_text(manifest)
             target = self.runs_dir / sealed.run_id
             tmp = self._tmp_dir / f"{sealed.run_id}.{os.getpid()}.{secrets.token_hex(4)}"
             try:
                 tmp.mkdir()
                 if diff:
                     _write_file(tmp / DIFF_FILE, diff)
-                _write_file(tmp / MANIFEST_FILE, dumps_manifest(sealed).encode("utf-8"))
+                _write_file(tmp / MANIFEST_FILE, text.encode("utf-8"))
                 _fsync_dir(tmp)
                 try:
                     tmp.rename(target)

@@ -6,8 +6,6 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/bootstrap.sh"
 venv="$repo/.venv/bin"
-"$venv/python" -m pip install --quiet --disable-pip-version-check \
-    -r "$repo/examples/train-logreg/requirements.txt"
 
 work="${ENVSNAP_DEMO_DIR:-$repo/.demo}"
 rm -rf "$work"

@@ -38,7 +38,7 @@ _DEFINE = r"^#define\s+{name}\s+(\d+)"
 _VERSION_TXT = re.compile(r"CUDA Version\s+(\d+(?:\.\d+)*)")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class _Reading:
     version: str
     source: str

@@ -54,7 +54,7 @@ _KIND_RANK = {"dist-info": 0, "egg-info": 1, "egg-link": 2}
 _Kind = Literal["dist-info", "egg-info", "egg-link"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class PythonTarget:
     """The interpreter to describe: what it is, where it lives and where its packages are."""
 
@@ -66,7 +66,7 @@ class PythonTarget:
     site_dirs: tuple[Path, ...]  # in import order: the first holding a distribution wins
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class FoundDistribution:
     """Where one distribution's metadata lies (dist-info, egg-info or the project an egg-link
     names), before its files are read."""
@@ -588,7 +588,7 @@ def _conda_names(prefix: Path) -> frozenset[str]:
 # --- index configuration --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class IndexConfig:
     """The package indexes pip or uv would install from, credentials already stripped."""
 

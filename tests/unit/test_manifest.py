@@ -18,6 +18,7 @@ from envsnap.manifest import (
     loads_manifest,
     loads_result,
     seal,
+    seal_text,
 )
 from tests.conftest import sample_manifest
 
@@ -30,6 +31,11 @@ class TestCanonicalForm:
         assert again == sealed
         assert again.params[0].value == 0.1
         assert isinstance(again.params[1].value, int)
+
+    def test_sealed_text_is_the_canonical_text(self) -> None:
+        """The text written when sealing equals the canonical rendering of the sealed manifest."""
+        sealed, text = seal_text(sample_manifest())
+        assert text == dumps_manifest(sealed)
 
     def test_same_content_gives_same_bytes(self) -> None:
         """Two manifests with equal content serialise to identical bytes."""

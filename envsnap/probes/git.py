@@ -1,0 +1,248 @@
+"""The [git] section and the diff against HEAD; the only module that runs git. Finding the
+repository root is done without git, because the store location needs it on every command."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from envsnap.manifest import Git
+from envsnap.redact import clean_url
+
+DEFAULT_MAX_DIFF_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_UNTRACKED = 1000
+# Generous: status on a cold cache of a large repository can take a while, but never forever.
+_TIMEOUT_S = 120.0
+_STDERR_TAIL = 400
+_CHUNK = 64 * 1024
+# Capture must not take the index lock (a training job may run while the user commits), and
+# messages are matched in English.
+_GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+# A patch that `git apply` can take back, whatever diff settings the user's config has.
+_DIFF_ARGS = (
+    "diff",
+    "--binary",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--submodule=short",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "HEAD",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Status:
+    commit: str = ""
+    branch: str = ""
+    upstream: str = ""
+    dirty: bool = False
+    untracked: list[str] = field(default_factory=list)
+
+
+@functools.cache
+def git_executable() -> str | None:
+    """The git executable on PATH, looked up once per process; None when git is not installed."""
+    return shutil.which("git")
+
+
+def find_repo_root(cwd: Path) -> Path | None:
+    """The nearest directory at or above ``cwd`` holding ``.git`` (a directory, or a file as in
+    worktrees and submodules); None outside a repository. Runs no process."""
+    here = cwd.absolute()
+    for candidate in (here, *here.parents):
+        try:
+            if (candidate / ".git").exists():
+                return candidate
+        except OSError:
+            return None
+    return None
+
+
+def capture_git(
+    cwd: Path,
+    *,
+    max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES,
+    max_untracked: int = DEFAULT_MAX_UNTRACKED,
+) -> tuple[Git, bytes]:
+    """The [git] section and the bytes of ``git diff HEAD --binary`` (bounded). Never raises."""
+    git = git_executable()
+    if git is None:
+        return Git(present=False, reason="git is not installed (not found on PATH)"), b""
+    try:
+        return _capture(git, cwd, max_diff_bytes, max_untracked)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Git(present=False, reason=f"git could not be run: {exc}"), b""
+
+
+def _capture(git: str, cwd: Path, max_diff_bytes: int, max_untracked: int) -> tuple[Git, bytes]:
+    code, out, err = _run(
+        git, cwd, ("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
+    )
+    if code != 0:
+        if "not a git repository" in err:
+            return Git(present=False, reason="not inside a git repository"), b""
+        return Git(present=False, reason=f"git status failed: {_tail(err)}"), b""
+    status = _parse_status(out)
+    if not status.commit:
+        return Git(present=False, reason="the git repository has no commits yet"), b""
+
+    untracked = sorted(status.untracked)
+    kept = untracked[: max(max_untracked, 0)]
+    section = Git(
+        present=True,
+        commit=status.commit,
+        branch=status.branch,
+        remote_url=_remote_url(git, cwd, status.upstream),
+        dirty=status.dirty,
+        untracked=tuple(kept),
+        untracked_omitted=len(untracked) - len(kept),
+    )
+    if not status.dirty:
+        return section, b""
+
+    diff, truncated, failure = _read_diff(git, cwd, max_diff_bytes)
+    section = dataclasses.replace(
+        section,
+        reason=failure,
+        diff_sha256=hashlib.sha256(diff).hexdigest() if diff else "",
+        diff_bytes=len(diff),
+        diff_truncated=truncated,
+    )
+    return section, diff
+
+
+def _parse_status(out: bytes) -> _Status:
+    commit = branch = upstream = ""
+    dirty = False
+    untracked: list[str] = []
+    entries = out.split(b"\0")
+    skip_next = False
+    for raw in entries:
+        if skip_next:  # the original path of a rename or copy
+            skip_next = False
+            continue
+        if not raw:
+            continue
+        entry = raw.decode("utf-8", errors="replace")
+        if entry.startswith("# branch.oid "):
+            oid = entry.removeprefix("# branch.oid ")
+            commit = "" if oid == "(initial)" else oid
+        elif entry.startswith("# branch.head "):
+            head = entry.removeprefix("# branch.head ")
+            branch = "" if head == "(detached)" else head
+        elif entry.startswith("# branch.upstream "):
+            upstream = entry.removeprefix("# branch.upstream ")
+        elif entry.startswith("? "):
+            untracked.append(entry[2:])
+        elif entry[:2] in ("1 ", "2 ", "u "):
+            dirty = True
+            skip_next = entry.startswith("2 ")
+    return _Status(
+        commit=commit, branch=branch, upstream=upstream, dirty=dirty, untracked=untracked
+    )
+
+
+def _remote_url(git: str, cwd: Path, upstream: str) -> str:
+    # One call for every remote's URL: remote names may hold "/", so the upstream's remote is
+    # the longest remote name that prefixes "remote/branch".
+    code, out, _err = _run(git, cwd, ("config", "-z", "--get-regexp", r"^remote\..*\.url$"))
+    if code != 0:
+        return ""
+    urls: dict[str, str] = {}
+    for record in out.decode("utf-8", errors="replace").split("\0"):
+        key, _, url = record.partition("\n")
+        if key.startswith("remote.") and key.endswith(".url"):
+            urls.setdefault(key[len("remote.") : -len(".url")], url.strip())
+    remote = "origin"
+    matches = [name for name in urls if upstream.startswith(f"{name}/")]
+    if matches:
+        remote = max(matches, key=len)
+    return clean_url(urls.get(remote, ""))
+
+
+def _read_diff(git: str, cwd: Path, limit: int) -> tuple[bytes, bool, str]:
+    """At most ``limit`` bytes of the diff, whether there was more, and why git failed."""
+    limit = max(limit, 0)
+    with tempfile.TemporaryFile() as stderr:
+        # stderr goes to a file so a chatty git cannot fill a pipe we are not reading.
+        process = subprocess.Popen(
+            [git, *_DIFF_ARGS],
+            cwd=cwd,
+            env=_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert process.stdout is not None
+        chunks: list[bytes] = []
+        size = 0
+        truncated = False
+        with process.stdout:
+            while True:
+                chunk = process.stdout.read(min(_CHUNK, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    truncated = True
+                    break
+        if truncated:
+            process.kill()
+        try:
+            code = process.wait(timeout=_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return b"".join(chunks)[:limit], True, "git diff timed out"
+        diff = b"".join(chunks)[:limit]
+        if truncated or code == 0:
+            return diff, truncated, ""
+        return diff, False, f"git diff failed: {_tail(_read_all(stderr))}"
+
+
+def _run(git: str, cwd: Path, args: Sequence[str]) -> tuple[int, bytes, str]:
+    try:
+        done = subprocess.run(
+            [git, *args],
+            cwd=cwd,
+            env=_environment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return 124, b"", f"git {args[0]} timed out after {_TIMEOUT_S:.0f} s"
+    except FileNotFoundError:
+        # A cwd that does not exist is reported by Python as a missing file.
+        return 128, b"", "not a git repository (the directory does not exist)"
+    return done.returncode, done.stdout, done.stderr.decode("utf-8", errors="replace")
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, **_GIT_ENV}
+
+
+def _read_all(handle: IO[bytes]) -> str:
+    with contextlib.suppress(OSError):
+        handle.seek(0)
+        return handle.read().decode("utf-8", errors="replace")
+    return ""
+
+
+def _tail(text: str) -> str:
+    text = " ".join(text.split())
+    return text[-_STDERR_TAIL:] if len(text) > _STDERR_TAIL else text

@@ -1,0 +1,231 @@
+"""The git probe against real repositories: commit, branch, cleaned remote, bounded diff and a
+capped untracked list, from as few git calls as possible."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from envsnap.manifest import Git
+from envsnap.probes import git as git_probe
+from envsnap.probes.git import capture_git, find_repo_root
+from tests.integration.conftest import git
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository on main with one commit holding two files."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "--quiet", "--initial-branch=main")
+    (root / "train.py").write_text("print('train')\n")
+    (root / "README.md").write_text("# project\n")
+    git(root, "add", "-A")
+    git(root, "commit", "--quiet", "-m", "first")
+    return root
+
+
+def head(root: Path) -> str:
+    return git(root, "rev-parse", "HEAD").strip()
+
+
+class TestClean:
+    def test_clean_repo(self, repo: Path) -> None:
+        """A clean repository gives its commit and branch, not dirty, and no diff bytes."""
+        section, diff = capture_git(repo)
+        assert section == Git(present=True, commit=head(repo), branch="main")
+        assert diff == b""
+
+    def test_from_subdirectory(self, repo: Path) -> None:
+        """Capture from a subdirectory describes the whole repository, paths from its root."""
+        (repo / "src").mkdir()
+        (repo / "notes.txt").write_text("x\n")
+        section, _ = capture_git(repo / "src")
+        assert (section.commit, section.untracked) == (head(repo), ("notes.txt",))
+
+    def test_detached_head_has_no_branch(self, repo: Path) -> None:
+        """A detached HEAD records the commit and an empty branch."""
+        git(repo, "checkout", "--quiet", "--detach")
+        section, _ = capture_git(repo)
+        assert (section.present, section.commit, section.branch) == (True, head(repo), "")
+
+
+class TestDirty:
+    def test_tracked_change_gives_applicable_diff(self, repo: Path, tmp_path: Path) -> None:
+        """A tracked change makes the repo dirty and the diff applies cleanly to a clone of HEAD."""
+        (repo / "train.py").write_text("print('train harder')\n")
+        (repo / "weights.bin").write_bytes(bytes(range(256)))
+        git(repo, "add", "weights.bin")
+        section, diff = capture_git(repo)
+        assert section.dirty and not section.diff_truncated
+        assert section.diff_bytes == len(diff) > 0
+        assert section.diff_sha256 == hashlib.sha256(diff).hexdigest()
+        assert b"GIT binary patch" in diff
+
+        clone = tmp_path / "clone"
+        git(tmp_path, "clone", "--quiet", str(repo), str(clone))
+        (tmp_path / "patch.diff").write_bytes(diff)
+        git(clone, "apply", "--index", str(tmp_path / "patch.diff"))
+        assert (clone / "train.py").read_text() == "print('train harder')\n"
+        assert (clone / "weights.bin").read_bytes() == bytes(range(256))
+
+    def test_diff_ignores_user_diff_config(self, repo: Path) -> None:
+        """noprefix and colour settings in the user's config do not change the recorded patch."""
+        git(repo, "config", "diff.noprefix", "true")
+        git(repo, "config", "color.diff", "always")
+        (repo / "train.py").write_text("changed\n")
+        _, diff = capture_git(repo)
+        assert diff.startswith(b"diff --git a/train.py b/train.py\n")
+        assert b"\x1b[" not in diff
+
+    def test_untracked_only_is_not_dirty(self, repo: Path) -> None:
+        """Untracked files are listed but do not make the tree dirty or produce a diff."""
+        (repo / "scratch.txt").write_text("x\n")
+        section, diff = capture_git(repo)
+        assert (section.dirty, section.untracked, diff) == (False, ("scratch.txt",), b"")
+
+    def test_diff_truncated_at_limit(self, repo: Path) -> None:
+        """A diff larger than max_diff_bytes is cut at the limit and marked truncated."""
+        (repo / "train.py").write_text("".join(f"line {i}\n" for i in range(5000)))
+        section, diff = capture_git(repo, max_diff_bytes=100)
+        assert section.diff_truncated
+        assert len(diff) == section.diff_bytes == 100
+        assert section.diff_sha256 == hashlib.sha256(diff).hexdigest()
+        full = git(repo, "diff", "HEAD", "--binary").encode()
+        assert full.startswith(diff)
+
+    def test_diff_exactly_at_limit_not_truncated(self, repo: Path) -> None:
+        """A diff exactly max_diff_bytes long is complete, not truncated."""
+        (repo / "train.py").write_text("changed\n")
+        _, whole = capture_git(repo)
+        section, diff = capture_git(repo, max_diff_bytes=len(whole))
+        assert (diff, section.diff_truncated) == (whole, False)
+
+
+class TestUntracked:
+    def test_sorted_and_capped(self, repo: Path) -> None:
+        """Untracked files are listed sorted, in nested directories too, capped with a count."""
+        (repo / "out" / "b").mkdir(parents=True)
+        for name in ("z.txt", "a.txt", "out/b/c.txt", "out/a.txt"):
+            (repo / name).write_text(name)
+        section, _ = capture_git(repo, max_untracked=3)
+        assert section.untracked == ("a.txt", "out/a.txt", "out/b/c.txt")
+        assert section.untracked_omitted == 1
+
+    def test_big_checkpoint_is_listed_fast(self, repo: Path) -> None:
+        """A large untracked checkpoint is listed by name; its content is never read."""
+        checkpoint = repo / "ckpt" / "model.pt"
+        checkpoint.parent.mkdir()
+        with checkpoint.open("wb") as handle:  # sparse: 4 GiB apparent size, no blocks
+            handle.truncate(4 * 1024**3)
+        section, diff = capture_git(repo)
+        assert section.untracked == ("ckpt/model.pt",)
+        assert diff == b""
+
+    def test_ignored_files_not_listed(self, repo: Path) -> None:
+        """Files matched by .gitignore are not untracked entries."""
+        (repo / ".gitignore").write_text("outputs/\n")
+        (repo / "outputs").mkdir()
+        (repo / "outputs" / "x.npy").write_bytes(b"x")
+        section, _ = capture_git(repo)
+        assert section.untracked == (".gitignore",)
+
+
+class TestRemote:
+    def test_token_removed_from_https_remote(self, repo: Path) -> None:
+        """An https remote with an embedded token is recorded without user or token."""
+        git(repo, "remote", "add", "origin", "https://user:ghp_xxx@github.com/o/r.git")
+        section, _ = capture_git(repo)
+        assert section.remote_url == "https://github.com/o/r.git"
+
+    def test_scp_remote_loses_user(self, repo: Path) -> None:
+        """An scp-like ssh remote keeps host and path but not the user."""
+        git(repo, "remote", "add", "origin", "git@github.com:o/r.git")
+        assert capture_git(repo)[0].remote_url == "github.com:o/r.git"
+
+    def test_upstream_remote_preferred_over_origin(self, repo: Path, tmp_path: Path) -> None:
+        """The remote of the branch's upstream is recorded, even when its name holds a slash."""
+        upstream = tmp_path / "upstream.git"
+        git(tmp_path, "init", "--quiet", "--bare", str(upstream))
+        git(repo, "remote", "add", "origin", "https://example.com/origin.git")
+        git(repo, "remote", "add", "team/fork", str(upstream))
+        git(repo, "push", "--quiet", "--set-upstream", "team/fork", "main")
+        assert capture_git(repo)[0].remote_url == str(upstream)
+
+    def test_no_remote(self, repo: Path) -> None:
+        """A repository without remotes records an empty remote URL."""
+        assert capture_git(repo)[0].remote_url == ""
+
+
+class TestAbsent:
+    def test_not_a_repo(self, tmp_path: Path) -> None:
+        """A directory outside any repository gives present=False with the reason."""
+        assert capture_git(tmp_path) == (
+            Git(present=False, reason="not inside a git repository"),
+            b"",
+        )
+
+    def test_repo_without_commits(self, tmp_path: Path) -> None:
+        """A repository with no commits yet gives present=False with the reason."""
+        git(tmp_path, "init", "--quiet")
+        (tmp_path / "x.py").write_text("x\n")
+        section, diff = capture_git(tmp_path)
+        assert section == Git(present=False, reason="the git repository has no commits yet")
+        assert diff == b""
+
+    def test_missing_directory(self, tmp_path: Path) -> None:
+        """A working directory that does not exist gives present=False, not an exception."""
+        section, _ = capture_git(tmp_path / "gone")
+        assert section.present is False
+
+    def test_git_not_installed(self, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without git on PATH the section says git is not installed."""
+        git_probe.git_executable.cache_clear()
+        monkeypatch.setenv("PATH", "")
+        try:
+            section, _ = capture_git(repo)
+        finally:
+            git_probe.git_executable.cache_clear()
+        assert section == Git(present=False, reason="git is not installed (not found on PATH)")
+
+    def test_git_error_tail_in_reason(self, repo: Path) -> None:
+        """A failing git status puts the tail of git's stderr into the reason."""
+        (repo / ".git" / "index").write_bytes(b"DIRC")
+        section, _ = capture_git(repo)
+        assert section.present is False
+        assert section.reason.startswith("git status failed: ")
+        assert "index file" in section.reason
+
+
+class TestFindRepoRoot:
+    def test_finds_root_from_nested_directory(self, repo: Path) -> None:
+        """The nearest directory holding .git is found from deep inside the tree."""
+        nested = repo / "a" / "b"
+        nested.mkdir(parents=True)
+        assert find_repo_root(nested) == repo
+
+    def test_git_file_counts(self, repo: Path, tmp_path: Path) -> None:
+        """A worktree's .git file marks its root as well as a .git directory does."""
+        worktree = tmp_path / "wt"
+        git(repo, "worktree", "add", "--quiet", str(worktree))
+        assert (worktree / ".git").is_file()
+        assert find_repo_root(worktree) == worktree
+        assert capture_git(worktree)[0].commit == head(repo)
+
+    def test_outside_any_repo(self, tmp_path: Path) -> None:
+        """Outside a repository the answer is None."""
+        assert find_repo_root(tmp_path) is None
+
+    def test_runs_no_process(self, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Finding the root starts no process."""
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError("find_repo_root started a process")
+
+        monkeypatch.setattr(subprocess, "Popen", refuse)
+        assert find_repo_root(repo) == repo

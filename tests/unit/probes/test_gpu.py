@@ -1,0 +1,217 @@
+"""The GPU probe asks NVML through a small interface, only when a driver is visible, and turns
+every NVML failure into ``available=False`` with a reason."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from envsnap.manifest import Gpu, GpuDevice
+from envsnap.probes.gpu import (
+    NO_DRIVER_REASON,
+    PynvmlApi,
+    capture_gpu,
+    driver_visible,
+    format_cuda_version,
+)
+
+
+class NVMLError(Exception):
+    """Stands in for pynvml's NVMLError, whose str() is NVML's own message."""
+
+
+@dataclass(frozen=True)
+class FakeDevice:
+    name: str | bytes
+    uuid: str | bytes = "GPU-00000000-0000-0000-0000-000000000000"
+    memory: int = 85_899_345_920
+    capability: tuple[int, int] = (9, 0)
+
+
+@dataclass
+class FakeNvml:
+    """A scripted NVML: answers from its fields, raising where told to."""
+
+    devices: list[FakeDevice] = field(default_factory=list)
+    driver: str | bytes = "550.54.15"
+    cuda: int = 12040
+    fail_init: Exception | None = None
+    fail_on: str = ""
+    calls: list[str] = field(default_factory=list)
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail_on:
+            raise NVMLError("GPU is lost")
+
+    def init(self) -> None:
+        self.calls.append("init")
+        if self.fail_init is not None:
+            raise self.fail_init
+
+    def shutdown(self) -> None:
+        self._call("shutdown")
+
+    def driver_version(self) -> str | bytes:
+        self._call("driver_version")
+        return self.driver
+
+    def cuda_driver_version(self) -> int:
+        self._call("cuda_driver_version")
+        return self.cuda
+
+    def device_count(self) -> int:
+        self._call("device_count")
+        return len(self.devices)
+
+    def device_name(self, index: int) -> str | bytes:
+        self._call("device_name")
+        return self.devices[index].name
+
+    def device_uuid(self, index: int) -> str | bytes:
+        self._call("device_uuid")
+        return self.devices[index].uuid
+
+    def device_memory_total(self, index: int) -> int:
+        self._call("device_memory_total")
+        return self.devices[index].memory
+
+    def device_compute_capability(self, index: int) -> tuple[int, int]:
+        self._call("device_compute_capability")
+        return self.devices[index].capability
+
+
+@pytest.fixture
+def with_driver(tmp_path: Path) -> dict[str, Path]:
+    """proc and dev roots where the NVIDIA driver looks loaded."""
+    proc = tmp_path / "proc"
+    (proc / "driver" / "nvidia").mkdir(parents=True)
+    (proc / "driver" / "nvidia" / "version").write_text("NVRM version: 550.54.15\n")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidiactl").touch()
+    return {"proc_root": proc, "dev_root": dev}
+
+
+class TestNoDriver:
+    def test_no_driver_files_means_unavailable(self, tmp_path: Path) -> None:
+        """Without /proc/driver/nvidia/version or /dev/nvidiactl the GPU is unavailable."""
+        nvml = FakeNvml(devices=[FakeDevice(name="H100")])
+        gpu = capture_gpu(nvml=nvml, proc_root=tmp_path / "proc", dev_root=tmp_path / "dev")
+        assert gpu == Gpu(available=False, reason=NO_DRIVER_REASON)
+        assert nvml.calls == []
+
+    def test_no_driver_does_not_import_pynvml(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The default, real NVML is not even imported when no driver is visible."""
+        monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+        capture_gpu(proc_root=tmp_path, dev_root=tmp_path)
+        assert "pynvml" not in sys.modules
+
+    @pytest.mark.parametrize("marker", ["proc/driver/nvidia/version", "dev/nvidiactl", "dev/dxg"])
+    def test_any_driver_file_counts(self, tmp_path: Path, marker: str) -> None:
+        """Each of the driver's proc file, its control device and WSL's dxg shows a driver."""
+        (tmp_path / marker).parent.mkdir(parents=True)
+        (tmp_path / marker).touch()
+        assert driver_visible(proc_root=tmp_path / "proc", dev_root=tmp_path / "dev")
+
+
+class TestDevices:
+    def test_reads_driver_cuda_and_devices(self, with_driver: dict[str, Path]) -> None:
+        """Driver, CUDA driver version and each device are read and NVML is shut down."""
+        nvml = FakeNvml(
+            devices=[
+                FakeDevice(name="NVIDIA H100 80GB HBM3", uuid="GPU-a"),
+                FakeDevice(name="NVIDIA H100 80GB HBM3", uuid="GPU-b"),
+            ]
+        )
+        gpu = capture_gpu(nvml=nvml, **with_driver)
+        assert gpu == Gpu(
+            available=True,
+            driver_version="550.54.15",
+            cuda_driver_version="12.4",
+            devices=(
+                GpuDevice(
+                    index=0,
+                    name="NVIDIA H100 80GB HBM3",
+                    uuid="GPU-a",
+                    memory_bytes=85_899_345_920,
+                    compute_capability="9.0",
+                ),
+                GpuDevice(
+                    index=1,
+                    name="NVIDIA H100 80GB HBM3",
+                    uuid="GPU-b",
+                    memory_bytes=85_899_345_920,
+                    compute_capability="9.0",
+                ),
+            ),
+        )
+        assert nvml.calls[0] == "init" and nvml.calls[-1] == "shutdown"
+
+    def test_bytes_from_old_pynvml_are_decoded(self, with_driver: dict[str, Path]) -> None:
+        """Older pynvml returns bytes for names and versions; they are recorded as text."""
+        nvml = FakeNvml(driver=b"470.82.01", devices=[FakeDevice(name=b"Tesla T4", uuid=b"GPU-t")])
+        gpu = capture_gpu(nvml=nvml, **with_driver)
+        assert gpu.driver_version == "470.82.01"
+        assert (gpu.devices[0].name, gpu.devices[0].uuid) == ("Tesla T4", "GPU-t")
+
+    def test_unsupported_optional_fields_are_left_empty(self, with_driver: dict[str, Path]) -> None:
+        """A device that cannot report its memory (MIG, old boards) is still recorded."""
+        nvml = FakeNvml(devices=[FakeDevice(name="A100")], fail_on="device_memory_total")
+        gpu = capture_gpu(nvml=nvml, **with_driver)
+        assert gpu.available and gpu.devices[0].memory_bytes == 0
+        assert gpu.devices[0].compute_capability == "9.0"
+
+    def test_zero_devices(self, with_driver: dict[str, Path]) -> None:
+        """A driver with no visible devices is unavailable but keeps the driver version."""
+        gpu = capture_gpu(nvml=FakeNvml(), **with_driver)
+        assert (gpu.available, gpu.driver_version) == (False, "550.54.15")
+        assert "no devices" in gpu.reason
+
+    @pytest.mark.parametrize(
+        ("value", "text"), [(12040, "12.4"), (11080, "11.8"), (12100, "12.10"), (0, "")]
+    )
+    def test_cuda_version_format(self, value: int, text: str) -> None:
+        """NVML's integer CUDA version 12040 is written "12.4"."""
+        assert format_cuda_version(value) == text
+
+
+class TestFailures:
+    def test_init_error_names_nvml_message(self, with_driver: dict[str, Path]) -> None:
+        """An NVML error at init (library missing, driver mismatch) becomes the reason."""
+        nvml = FakeNvml(fail_init=NVMLError("Driver/library version mismatch"))
+        gpu = capture_gpu(nvml=nvml, **with_driver)
+        assert gpu.available is False
+        assert gpu.reason == "NVML could not start: Driver/library version mismatch"
+        assert "shutdown" not in nvml.calls
+
+    def test_missing_pynvml(self, with_driver: dict[str, Path]) -> None:
+        """Without nvidia-ml-py installed the reason says so."""
+        nvml = FakeNvml(fail_init=ModuleNotFoundError("No module named 'pynvml'"))
+        assert "not installed" in capture_gpu(nvml=nvml, **with_driver).reason
+
+    def test_error_during_query_is_caught_and_nvml_shut_down(
+        self, with_driver: dict[str, Path]
+    ) -> None:
+        """An NVML error while reading devices gives a reason, and NVML is still shut down."""
+        nvml = FakeNvml(devices=[FakeDevice(name="A100")], fail_on="device_name")
+        gpu = capture_gpu(nvml=nvml, **with_driver)
+        assert gpu == Gpu(available=False, reason="NVML failed: GPU is lost")
+        assert nvml.calls[-1] == "shutdown"
+
+    def test_shutdown_error_is_ignored(self, with_driver: dict[str, Path]) -> None:
+        """A failure releasing NVML does not spoil what was read."""
+        nvml = FakeNvml(devices=[FakeDevice(name="A100")], fail_on="shutdown")
+        assert capture_gpu(nvml=nvml, **with_driver).available
+
+    def test_real_nvml_without_library(self, with_driver: dict[str, Path]) -> None:
+        """On a machine without libnvidia-ml the real implementation reports an NVML error."""
+        gpu = capture_gpu(nvml=PynvmlApi(), **with_driver)
+        if gpu.available:
+            pytest.skip("this machine has a working NVIDIA driver")
+        assert gpu.reason.startswith(("NVML could not start:", "nvidia-ml-py"))
