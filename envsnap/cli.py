@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -290,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="envsnap", standalone_mode=False)
     except EnvsnapError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"envsnap: error: {exc}", err=True)
         sys.exit(exc.exit_code)

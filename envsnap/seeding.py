@@ -3,9 +3,7 @@ what it set so the next capture in this process records it."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import random
 import sys
 from dataclasses import dataclass, field
 
@@ -33,6 +31,8 @@ def seed_everything(seed: int | None = None, *, deterministic: bool = False) -> 
         if not env_seed.lstrip("-").isdigit():
             raise ValueError("seed_everything() needs a seed, or ENVSNAP_SEED set to an integer")
         seed = int(env_seed)
+    import random
+
     libraries: dict[str, int] = {"global": seed}
     settings: dict[str, str] = {}
     random.seed(seed)
@@ -71,4 +71,6 @@ def last_seed_record() -> SeedRecord | None:
 
 
 def _installed(module: str) -> bool:
+    import importlib.util
+
     return module in sys.modules or importlib.util.find_spec(module) is not None

@@ -11,8 +11,6 @@ import dataclasses
 import errno
 import os
 import re
-import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +37,7 @@ _STALE_TMP_SECONDS = 3600
 
 def new_run_id(now: datetime) -> str:
     """A run id sortable by time to the second, with 24 random bits against same-second clashes."""
-    return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +79,7 @@ class Store:
         for _attempt in range(5):
             sealed, text = seal_text(manifest)
             target = self.runs_dir / sealed.run_id
-            tmp = self._tmp_dir / f"{sealed.run_id}.{os.getpid()}.{secrets.token_hex(4)}"
+            tmp = self._tmp_dir / f"{sealed.run_id}.{os.getpid()}.{os.urandom(4).hex()}"
             try:
                 tmp.mkdir()
                 if diff:
@@ -107,7 +105,8 @@ class Store:
             except OSError as exc:
                 raise _write_error(exc, self.root) from None
             finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                if tmp.exists():
+                    _remove_tree(tmp)
         raise StoreError(
             f"could not find a free run id in {self.runs_dir}", hint="retry in a second"
         )
@@ -115,7 +114,7 @@ class Store:
     def write_result(self, run_dir: Path, result: Result) -> Path:
         """Write result.toml beside a manifest, atomically (temp file, fsync, rename)."""
         target = run_dir / RESULT_FILE
-        tmp = run_dir / f".{RESULT_FILE}.{secrets.token_hex(4)}"
+        tmp = run_dir / f".{RESULT_FILE}.{os.urandom(4).hex()}"
         try:
             _write_file(tmp, dumps_result(result).encode("utf-8"))
             tmp.replace(target)
@@ -147,7 +146,7 @@ class Store:
         with contextlib.suppress(OSError):
             for entry in os.scandir(self._tmp_dir):
                 if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    _remove_tree(Path(entry.path))
 
     # --- reading --------------------------------------------------------------------------
 
@@ -256,6 +255,12 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil  # only for cleanup after a failure: kept off capture's start-up path
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:

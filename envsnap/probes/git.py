@@ -10,7 +10,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +173,8 @@ def _remote_url(git: str, cwd: Path, upstream: str) -> str:
 
 def _read_diff(git: str, cwd: Path, limit: int) -> tuple[bytes, bool, str]:
     """At most ``limit`` bytes of the diff, whether there was more, and why git failed."""
+    import tempfile  # only a dirty tree needs it; kept off the clean capture path
+
     limit = max(limit, 0)
     with tempfile.TemporaryFile() as stderr:
         # stderr goes to a file so a chatty git cannot fill a pipe we are not reading.
