@@ -257,7 +257,7 @@ def _as_severity(value: str) -> Severity:
 
 def flatten_manifest(manifest: Manifest) -> dict[str, Any]:
     """Dotted paths to comparable values; list entries keyed by their name, not their position."""
-    data = to_data(manifest)
+    data = to_data(manifest, keep_defaults=True)
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key in _NOT_COMPARED:

@@ -416,20 +416,21 @@ def _parse(text: str, origin: str) -> dict[str, Any]:
 # --- generic dataclass <-> plain data ---------------------------------------------------------
 
 
-def to_data(obj: Any) -> Any:
-    """Plain TOML-ready data: fields in order, defaults left out, mappings sorted by key."""
+def to_data(obj: Any, *, keep_defaults: bool = False) -> Any:
+    """Plain TOML-ready data: fields in order, mappings sorted by key, and fields at their
+    default value left out unless ``keep_defaults`` (comparisons need every field)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if _is_default(f, value) and f.name != "schema":
+            if not keep_defaults and f.name != "schema" and _is_default(f, value):
                 continue
-            out[f.name] = to_data(value)
+            out[f.name] = to_data(value, keep_defaults=keep_defaults)
         return out
     if isinstance(obj, Mapping):
-        return {str(k): to_data(obj[k]) for k in sorted(obj)}
+        return {str(k): to_data(obj[k], keep_defaults=keep_defaults) for k in sorted(obj)}
     if isinstance(obj, tuple | list):
-        return [to_data(v) for v in obj]
+        return [to_data(v, keep_defaults=keep_defaults) for v in obj]
     return obj
 
 

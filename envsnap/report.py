@@ -176,7 +176,7 @@ def render_show(manifest: Manifest, result: Result | None) -> str:
         lines.append(f"command   {_shell_join(m.command.argv)}   (in {m.command.cwd})")
     host = m.host
     lines.append(
-        f"host      {host.os_name or host.os_id} {host.os_version}, kernel {host.kernel}, "
+        f"host      {host.os_name or f'{host.os_id} {host.os_version}'}, kernel {host.kernel}, "
         f"{host.arch}, {host.cpu_count} CPUs ({host.cpu_model}), "
         f"{host.memory_bytes / 2**30:.1f} GiB"
     )
@@ -218,7 +218,8 @@ def render_show(manifest: Manifest, result: Result | None) -> str:
     if m.seeds:
         lines.append("seeds     " + ", ".join(f"{k}={v}" for k, v in sorted(m.seeds.items())))
     for item in m.data:
-        lines.append(f"data      {item.path}  sha256:{item.sha256[:16]}  ({item.files} files)")
+        files = "1 file" if item.files == 1 else f"{item.files} files"
+        lines.append(f"data      {item.path}  sha256:{item.sha256[:16]}  ({files})")
     if m.redacted:
         lines.append("redacted  " + ", ".join(sorted({f"{r.where}:{r.name}" for r in m.redacted})))
     if result is not None:

@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,7 +168,7 @@ class Store:
     def resolve(self, ref: str) -> str:
         """Turn a full id, a unique prefix or ``latest`` into a run id."""
         if ref == "latest":
-            runs = self.latest_runs()
+            runs = self.latest_runs(only_last_second=True)
             if not runs:
                 raise RunNotFoundError(
                     f"the store {self.root} holds no runs yet", hint="capture one first"
@@ -192,18 +193,16 @@ class Store:
             )
         return matches[0]
 
-    def latest_runs(self) -> list[str]:
-        """Run ids in order of creation; runs in the same second are ordered by their timestamp."""
+    def latest_runs(self, *, only_last_second: bool = False) -> list[str]:
+        """Run ids in order of creation. Ids order runs to the second; runs within one second are
+        ordered by their manifests' timestamps, read only for such ties."""
         ids = self.run_ids()
-        if not ids:
-            return []
-        last_second = ids[-1][:15]
-        same_second = [i for i in ids if i.startswith(last_second)]
-        if len(same_second) > 1:
-            created = {i: self.load(i).manifest.created for i in same_second}
-            same_second.sort(key=lambda i: (created[i], i))
-            ids = ids[: len(ids) - len(same_second)] + same_second
-        return ids
+        if only_last_second and ids:
+            ids = [i for i in ids if i[:15] == ids[-1][:15]]
+        per_second = Counter(i[:15] for i in ids)
+        tied = {i for i in ids if per_second[i[:15]] > 1}
+        created = {i: self.load(i).manifest.created for i in tied}
+        return sorted(ids, key=lambda i: (i[:15], created.get(i, ""), i))
 
     def load(self, run_id: str) -> StoredRun:
         """Read a run by exact id; the manifest is verified against its digest."""

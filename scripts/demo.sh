@@ -12,7 +12,7 @@ rm -rf "$work"
 mkdir -p "$work"
 cp -R "$repo/examples/train-logreg/." "$work/"
 cd "$work"
-printf 'outputs/\nmetrics.json\n.envsnap/\n' > .gitignore
+printf 'outputs/\nmetrics.json\n.envsnap/\ncapture.log\n' > .gitignore
 git init --quiet --initial-branch=main
 git add -A
 git -c user.name=envsnap-demo -c user.email=demo@envsnap.invalid commit --quiet -m "example project"
@@ -23,7 +23,8 @@ train=(--params-file config.json --seed 42 --data data/train.csv --output 'outpu
        --metrics metrics.json -- python train.py --config config.json --seed 42 --out outputs)
 
 step envsnap capture --name baseline "${train[@]}"
-baseline=$(envsnap capture --name baseline "${train[@]}" | head -n 1)
+envsnap capture --name baseline "${train[@]}" | tee capture.log   # the run id comes first
+baseline=$(head -n 1 capture.log)
 step envsnap show "$baseline"
 envsnap show "$baseline"
 

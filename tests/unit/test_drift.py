@@ -105,6 +105,18 @@ class TestEnvironmentDrift:
         )
         assert _paths(compare(a, b))["data.data/train.csv.sha256"] == ("data", "breaking")
 
+    def test_field_leaving_its_default_is_a_change(self) -> None:
+        """A field moving from its default (a clean tree) shows as changed with both values."""
+        a = sample_manifest()
+        b = sample_manifest(git=dataclasses.replace(a.git, dirty=True))
+        (field,) = compare(a, b).fields
+        assert (field.path, field.change, field.old, field.new) == (
+            "git.dirty",
+            "changed",
+            "false",
+            "true",
+        )
+
     def test_hostname_is_expected_and_hidden(self) -> None:
         """A different host name is expected, never drift."""
         a = sample_manifest()

@@ -116,6 +116,16 @@ class TestLookup:
         """latest is the last created, even when ids from one second sort otherwise."""
         assert store.resolve("latest") == "20261122-163012-0b0000"
 
+    def test_listing_orders_ties_in_any_second(self, store: Store) -> None:
+        """Runs of one second are listed by creation time even when a later second follows."""
+        _write(store, "20261122-163013-000000", created="2026-11-22T16:30:13.000000Z")
+        assert store.latest_runs() == [
+            "20261122-163012-a1b2c3",
+            "20261122-163012-a1ffff",
+            "20261122-163012-0b0000",
+            "20261122-163013-000000",
+        ]
+
     def test_latest_in_empty_store(self, tmp_path: Path) -> None:
         """latest in an empty store says to capture first."""
         with pytest.raises(RunNotFoundError, match="no runs yet"):
