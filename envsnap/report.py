@@ -47,6 +47,8 @@ def _change_text(f: FieldDrift) -> str:
 
 
 def _clip(text: str, limit: int = _MAX_SHOWN) -> str:
+    if not text:
+        return '""'
     one_line = text.replace("\n", "\\n")
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
 
