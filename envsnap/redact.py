@@ -7,7 +7,6 @@ import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 from envsnap.manifest import Redaction
 
@@ -129,6 +128,8 @@ def has_url_credentials(url: str) -> bool:
 
 def url_host(url: str) -> str:
     """The host of a URL, without credentials or port; "" when there is none."""
+    from urllib.parse import urlsplit
+
     try:
         return urlsplit(url).hostname or ""
     except ValueError:
@@ -137,6 +138,10 @@ def url_host(url: str) -> str:
 
 def clean_url(url: str) -> str:
     """A URL safe to record: credentials stripped, query and fragment kept."""
+    if "@" not in url:  # no user-info possible: skip parsing (and urllib's import) on capture
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -8,7 +8,6 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from envsnap.manifest import Conda, CondaPackage
 from envsnap.redact import clean_url
@@ -64,6 +63,8 @@ def channel_name(channel: str, url: str, subdir: str) -> str:
     head, _, last = cleaned.rpartition("/")
     if last == subdir or _SUBDIR.match(last):
         cleaned = head
+    from urllib.parse import urlsplit, urlunsplit  # only inside a conda environment
+
     try:
         parts = urlsplit(cleaned)
     except ValueError:
