@@ -51,11 +51,15 @@ die() { echo "docker-env: ERROR: $*" >&2; exit 1; }
 log() { echo "docker-env: $*" >&2; }
 need_root() { [ "$(id -u)" = 0 ] || die "$1 needs root (run as root or with sudo)"; }
 
-# One run at a time (parallel test workers may all call this script).
+# One run at a time (parallel test workers may all call this script). The
+# daemons started below must not inherit fd 9, or they would hold the lock.
 LOCK_FILE="${TMPDIR:-/tmp}/envsnap-docker-env.lock"
 exec 9>"$LOCK_FILE" || die "cannot open lock file $LOCK_FILE"
 if command -v flock >/dev/null 2>&1; then
-  flock -w 900 9 || die "timed out waiting for another docker-env.sh run (lock $LOCK_FILE)"
+  if ! flock -n 9; then
+    log "waiting for another docker-env.sh run (lock $LOCK_FILE)"
+    flock -w 900 9 || die "timed out waiting for another docker-env.sh run (lock $LOCK_FILE)"
+  fi
 fi
 
 # ---------------------------------------------------------------- 1. packages
@@ -86,10 +90,13 @@ if docker_up; then
   :
 else
   [ -z "${DOCKER_HOST:-}" ] || die "DOCKER_HOST=$DOCKER_HOST is set but that daemon does not answer"
+  if [ -S /var/run/docker.sock ] && [ ! -w /var/run/docker.sock ]; then
+    die "no permission on /var/run/docker.sock (run as root, or join the docker group)"
+  fi
   need_root "starting dockerd"
   mkdir -p "$LOG_DIR"
   log "starting dockerd (log: $DOCKERD_LOG)"
-  setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
   dockerd_pid=$!
   for _ in $(seq 1 60); do
     docker_up && break
@@ -311,7 +318,7 @@ http:
   addr: $REGISTRY_ADDR
 EOF
   log "starting docker-registry on $REGISTRY_ADDR (log: $REGISTRY_LOG)"
-  setsid nohup docker-registry serve "$REGISTRY_DIR/config.yml" >>"$REGISTRY_LOG" 2>&1 </dev/null &
+  setsid nohup docker-registry serve "$REGISTRY_DIR/config.yml" >>"$REGISTRY_LOG" 2>&1 </dev/null 9>&- &
   reg_pid=$!
   for _ in $(seq 1 30); do
     registry_answers && break
