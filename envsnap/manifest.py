@@ -15,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from envsnap.errors import ManifestError
 
@@ -28,8 +28,36 @@ ParamSource = Literal["cli", "file", "api", "default"]
 PackageSource = Literal["index", "vcs", "url", "local", "editable", "conda", "system", "unknown"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Tool:
+class _Model:
+    """Equality, hashing and repr shared by every model class.
+
+    ``dataclass(frozen=True)`` would generate these three methods per class with ``exec``; sharing
+    them halves the cost of importing this module, which sits on capture's start-up path
+    (benchmarks/bench_capture.py measures it).
+    """
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__dataclass_fields__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Model)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((self.__class__, self._values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__dataclass_fields__)
+        return f"{type(self).__name__}({fields})"
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Tool(_Model):
     """The envsnap that wrote the manifest; kept apart from the experiment's packages."""
 
     name: str = "envsnap"
@@ -37,16 +65,16 @@ class Tool:
     source: str = "index"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Command:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Command(_Model):
     """The command the experiment runs, with secrets already redacted."""
 
     argv: tuple[str, ...] = ()
     cwd: str = "."
 
 
-@dataclass(frozen=True, kw_only=True)
-class Param:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Param(_Model):
     """One parameter: a dotted key, its typed value and where it came from."""
 
     key: str
@@ -54,16 +82,16 @@ class Param:
     source: ParamSource
 
 
-@dataclass(frozen=True, kw_only=True)
-class Outputs:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Outputs(_Model):
     """What the run promises to produce: output globs and a metrics file."""
 
     globs: tuple[str, ...] = ()
     metrics: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Host:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Host(_Model):
     """The operating system and hardware of the machine capture ran on."""
 
     os_id: str = ""
@@ -79,8 +107,8 @@ class Host:
     hostname: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Container:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Container(_Model):
     """Whether capture ran inside a container, which runtime, and the image when knowable."""
 
     inside: bool = False
@@ -90,8 +118,8 @@ class Container:
     detected_by: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class GpuDevice:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class GpuDevice(_Model):
     """One NVIDIA device as NVML reports it."""
 
     index: int
@@ -101,8 +129,8 @@ class GpuDevice:
     compute_capability: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Gpu:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Gpu(_Model):
     """NVIDIA driver and devices; ``reason`` says why nothing was found."""
 
     available: bool = False
@@ -112,8 +140,8 @@ class Gpu:
     devices: tuple[GpuDevice, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Cuda:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Cuda(_Model):
     """The CUDA runtime, cuDNN and NCCL the frameworks would load, and where each was read."""
 
     runtime_version: str = ""
@@ -125,8 +153,8 @@ class Cuda:
     frameworks: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Package:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Package(_Model):
     """One installed distribution and where it came from, enough to install it again."""
 
     name: str
@@ -146,8 +174,8 @@ class Package:
     reason: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Python:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Python(_Model):
     """The interpreter the experiment runs in and every distribution installed in it."""
 
     implementation: str = ""
@@ -160,8 +188,8 @@ class Python:
     packages: tuple[Package, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class CondaPackage:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class CondaPackage(_Model):
     """One package of a conda environment, read from its conda-meta record."""
 
     name: str
@@ -174,8 +202,8 @@ class CondaPackage:
     sha256: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Conda:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Conda(_Model):
     """The conda environment the interpreter lives in, when it lives in one."""
 
     present: bool = False
@@ -184,8 +212,8 @@ class Conda:
     packages: tuple[CondaPackage, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Git:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Git(_Model):
     """Git state of the project: commit, branch, remote and what differs from HEAD."""
 
     present: bool = False
@@ -201,8 +229,8 @@ class Git:
     untracked_omitted: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
-class DataItem:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class DataItem(_Model):
     """A fingerprint of one data file (sha256) or directory (tree hash)."""
 
     path: str
@@ -212,8 +240,8 @@ class DataItem:
     files: int = 1
 
 
-@dataclass(frozen=True, kw_only=True)
-class Redaction:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Redaction(_Model):
     """Something left out of the manifest, named with the reason, never with its value."""
 
     where: str
@@ -221,8 +249,8 @@ class Redaction:
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class Manifest:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Manifest(_Model):
     """Everything about one run that can change its result."""
 
     schema: str = MANIFEST_SCHEMA
@@ -252,8 +280,8 @@ class Manifest:
     redacted: tuple[Redaction, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class OutputFile:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class OutputFile(_Model):
     """One file matched by an output glob after the command ran."""
 
     path: str
@@ -261,8 +289,8 @@ class OutputFile:
     bytes: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Result:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Result(_Model):
     """What a recorded command did: exit code, timing, output hashes and metrics."""
 
     schema: str = RESULT_SCHEMA
