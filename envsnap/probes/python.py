@@ -388,11 +388,22 @@ def _from_egg_link(link: Path) -> FoundDistribution | None:
 
 
 def _read_small(path: str | Path) -> str | None:
+    """A small metadata file's text, None when absent. Raw os.read: for the few hundred bytes of
+    INSTALLER or WHEEL, Python's buffered file objects cost several times the read itself, and
+    this runs twice per installed distribution on capture's path."""
     try:
-        with open(path, "rb") as handle:  # binary: no text wrapper for a few hundred bytes
-            return handle.read().decode("utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _wheel_tag(wheel_text: str | None) -> str:
@@ -540,19 +551,10 @@ def _describe(
     fields: dict[str, Any] = {}
     if dist.kind == "dist-info":
         base = str(dist.path)
-        try:
-            present = frozenset(os.listdir(base))  # one call instead of failed opens
-        except OSError:
-            present = frozenset()
-        if "INSTALLER" in present:
-            installer = (_read_small(os.path.join(base, "INSTALLER")) or "").strip()
-        if "WHEEL" in present:
-            wheel_tag = _wheel_tag(_read_small(os.path.join(base, "WHEEL")))
-        direct_url = (
-            _read_small(os.path.join(base, "direct_url.json"))
-            if "direct_url.json" in present
-            else None
-        )
+        # A failed open is cheaper than listing the directory first.
+        installer = (_read_small(os.path.join(base, "INSTALLER")) or "").strip()
+        wheel_tag = _wheel_tag(_read_small(os.path.join(base, "WHEEL")))
+        direct_url = _read_small(os.path.join(base, "direct_url.json"))
         if direct_url is not None:
             try:
                 data = json.loads(direct_url)
