@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +19,10 @@ from envsnap.manifest import Result
 from envsnap.recorder import CaptureContext, CapturedRun, CaptureRequest, now_utc
 from envsnap.store import Store, StoredRun
 
-if TYPE_CHECKING:  # drift is not needed to capture, which must start fast
+if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
+    from envsnap.build import BuiltImage
     from envsnap.drift import DriftReport, Severity
+    from envsnap.lock import LockResult
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -232,3 +234,47 @@ def report_to_github(
     return publish_to_github(
         report, fail_on=fail_on, env=dict(os.environ) if env is None else env, reference=reference
     )
+
+
+def lock(run: str, *, store: Path | str | None = None) -> tuple[LockResult, list[Path]]:
+    """Write the lock files of a run into its run directory."""
+    from envsnap.lock import lock_run
+    from envsnap.store import open_run as open_stored
+
+    ws = workspace(store)
+    return lock_run(open_stored(ws.store, run), cache_dir=_index_cache(ws.config))
+
+
+def build(
+    run: str,
+    *,
+    store: Path | str | None = None,
+    base: str = "",
+    push: str = "",
+    allow_unlocked: bool = False,
+    rebuild: bool = False,
+    on_line: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> BuiltImage:
+    """Build (or reuse) the container image of a run; records image.toml in its directory."""
+    from envsnap.build import BuildOptions, build_run
+    from envsnap.engine import Engine
+    from envsnap.store import open_run as open_stored
+
+    ws = workspace(store)
+    engine = Engine.detect(ws.env, echo=echo)
+    options = BuildOptions(
+        base=base,
+        config_base=ws.config.base_image,
+        push=push,
+        allow_unlocked=allow_unlocked,
+        rebuild=rebuild,
+        cache_dir=_index_cache(ws.config),
+    )
+    return build_run(
+        open_stored(ws.store, run), ws.store, engine, options, env=ws.env, on_line=on_line
+    )
+
+
+def _index_cache(config: Config) -> Path | None:
+    return config.cache_dir / "index" if config.cache_dir else None

@@ -202,6 +202,87 @@ def diff(
 
 
 @cli.command()
+@click.argument("run")
+@store_option
+@json_option
+def lock(run: str, store_dir: Path | None, as_json: bool) -> None:
+    """Write hash-locked requirements (and conda locks) for a run, in its run directory."""
+    from envsnap import api
+
+    result, paths = api.lock(run, store=store_dir)
+    if as_json:
+        import json
+
+        payload = {
+            "run_id": result.run_id,
+            "files": [str(p) for p in paths],
+            "unlockable": [
+                {"name": n.name, "version": n.version, "reason": n.reason}
+                for n in result.unlockable
+            ],
+        }
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        for path in paths:
+            click.echo(str(path))
+        for note in result.unlockable:
+            click.echo(f"not locked: {note.name} {note.version}: {note.reason}", err=True)
+    raise SystemExit(EXIT_OK)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--base", default="", metavar="IMAGE", help="Base image (resolved to a digest).")
+@click.option(
+    "--push", default="", metavar="REPOSITORY", help="Push the image and record its digest."
+)
+@click.option(
+    "--allow-unlocked", is_flag=True, help="Build even when some packages cannot be locked."
+)
+@click.option("--rebuild", is_flag=True, help="Build even when the environment was built before.")
+@store_option
+@json_option
+@click.pass_context
+def build(
+    ctx: click.Context,
+    run: str,
+    base: str,
+    push: str,
+    allow_unlocked: bool,
+    rebuild: bool,
+    store_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Build a container image for a run, pinned by digest and hash; print reference and digest."""
+    from envsnap import api
+
+    verbose = bool(ctx.obj and ctx.obj.get("verbose"))
+    show = (lambda line: click.echo(line, err=True)) if verbose else None
+    built = api.build(
+        run,
+        store=store_dir,
+        base=base,
+        push=push,
+        allow_unlocked=allow_unlocked,
+        rebuild=rebuild,
+        on_line=show,
+        echo=show,
+    )
+    if as_json:
+        import json
+
+        click.echo(json.dumps(built.to_data(), indent=2, sort_keys=True))
+        return
+    click.echo(f"{built.reference} {built.image_id}")
+    if built.registry_digest:
+        click.echo(built.registry_digest)
+    state = "reused" if built.reused else "built"
+    click.echo(f"envsnap: {state} in {built.seconds:.1f}s from {built.base}", err=True)
+    for note in built.unlocked:
+        click.echo(f"envsnap: not locked: {note}", err=True)
+
+
+@cli.command()
 @click.option(
     "--against",
     required=True,

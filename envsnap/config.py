@@ -35,6 +35,7 @@ class Config:
     drift_severity: Mapping[str, str] = field(default_factory=dict)
     metric_tolerance: MetricTolerance = MetricTolerance()
     metrics: Mapping[str, MetricTolerance] = field(default_factory=dict)
+    cache_dir: Path | None = None
     source: str = "defaults"
 
 
@@ -78,8 +79,18 @@ def load_config(*, project_root: Path, env: Mapping[str, str]) -> Config:
         drift_severity=config.drift_severity,
         metric_tolerance=config.metric_tolerance,
         metrics=config.metrics,
+        cache_dir=_cache_dir(env),
         source=source,
     )
+
+
+def _cache_dir(env: Mapping[str, str]) -> Path:
+    """ENVSNAP_CACHE_DIR, else $XDG_CACHE_HOME/envsnap, else ~/.cache/envsnap."""
+    if env.get("ENVSNAP_CACHE_DIR"):
+        return Path(env["ENVSNAP_CACHE_DIR"])
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "envsnap"
+    return Path(env.get("HOME") or Path.home()) / ".cache" / "envsnap"
 
 
 def _read_tool_table(pyproject: Path) -> Mapping[str, Any]:

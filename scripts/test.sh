@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, format check, strict typing, unit and integration tests.
+# The whole test suite: lint, format check, strict typing, unit and integration tests (the latter
+# on a real docker engine with a real local registry, brought up by scripts/docker-env.sh, which
+# installs and starts what is missing and fails loudly when it cannot).
 # On a fresh machine this is the only command needed; CI runs it through .ci/run.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,5 +17,7 @@ echo "==> actionlint"
 "$venv/actionlint" .github/workflows/*.yml
 echo "==> mypy (strict)"
 "$venv/mypy"
+echo "==> docker engine, registry and test base images"
+bash scripts/docker-env.sh
 echo "==> pytest"
 "$venv/pytest" tests "$@"

@@ -178,7 +178,11 @@ class TestDiffListShow:
         assert a in listing and b in listing and "two" in listing
         assert json.loads(envsnap("list", "--json").stdout)[1]["run_id"] == b
         assert f"run       {b}  (two)" in envsnap("show", "latest").stdout
-        data = json.loads(envsnap("show", a[:17], "--json").stdout)
+        # The shortest prefix that tells a from b: a fixed length could match both runs when
+        # they were captured in the same second.
+        shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+        prefix = a[: shared + 1]
+        data = json.loads(envsnap("show", prefix, "--json").stdout)
         assert data["manifest"]["run_id"] == a
 
     def test_store_option_and_variable(self, envsnap: Envsnap, tmp_path: Path) -> None:

@@ -1,0 +1,374 @@
+"""``envsnap build``: a stored run's manifest -> lock files -> Dockerfile -> image pinned by digest.
+
+An image is built once per env_id: a later build of a run in the same environment finds the
+recorded image (``<store>/images/<env-id>.toml``) on the engine and reuses it without building.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import io
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from envsnap.errors import UsageError
+from envsnap.image import (
+    BaseChoice,
+    choose_base,
+    image_tag,
+    plan_image,
+    render_dockerfile,
+    write_context,
+)
+from envsnap.manifest import Conda, Manifest, Package, Python
+from envsnap.store import Store, StoredRun
+
+if TYPE_CHECKING:
+    from envsnap.engine import Engine
+    from envsnap.lock import HashSource, LockResult
+
+IMAGE_FILE = "image.toml"
+IMAGE_SCHEMA = "envsnap.image/1"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    """What the user asked of the build."""
+
+    base: str = ""
+    config_base: str = ""
+    push: str = ""
+    allow_unlocked: bool = False
+    rebuild: bool = False
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltImage:
+    """The result of ``envsnap build``: what image.toml records."""
+
+    run_id: str
+    env_id: str
+    reference: str
+    image_id: str
+    base: str
+    base_reason: str
+    built: str
+    seconds: float
+    reused: bool
+    registry_digest: str = ""
+    unlocked: tuple[str, ...] = ()
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"schema": IMAGE_SCHEMA}
+        data.update(dataclasses.asdict(self))
+        data["unlocked"] = list(self.unlocked)
+        return data
+
+
+def build_run(
+    run: StoredRun,
+    store: Store,
+    engine: Engine,
+    options: BuildOptions,
+    *,
+    env: Mapping[str, str],
+    source: HashSource | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> BuiltImage:
+    """Build (or reuse) the image for a stored run and record it in image.toml."""
+    from envsnap.lock import lock_run
+
+    started = time.monotonic()
+    manifest = run.manifest
+    if manifest.conda.present and manifest.conda.packages:
+        raise UsageError(
+            f"run {manifest.run_id} lives in a conda environment, which envsnap cannot build yet",
+            hint="build from a run captured in a venv, or use envsnap lock for the conda lock",
+        )
+    cached = None if options.rebuild else _recorded_image(store, manifest, engine)
+    lock, _ = lock_run(run, source=source, cache_dir=options.cache_dir)
+    unlocked = tuple(f"{n.name} {n.version}: {n.reason}" for n in lock.unlockable)
+    if unlocked and not options.allow_unlocked:
+        raise UsageError(
+            f"{len(unlocked)} package(s) cannot be locked: {'; '.join(unlocked[:3])}"
+            + ("; ..." if len(unlocked) > 3 else ""),
+            hint="see lock.toml in the run directory, or pass --allow-unlocked to build anyway",
+        )
+    if cached is not None:
+        built = dataclasses.replace(
+            cached,
+            run_id=manifest.run_id,
+            seconds=round(time.monotonic() - started, 3),
+            reused=True,
+            unlocked=unlocked,
+        )
+    else:
+        choice = choose_base(manifest, cli_base=options.base, config_base=options.config_base)
+        built = _build(
+            run,
+            engine,
+            choice,
+            lock,
+            unlocked,
+            env=env,
+            source=source,
+            options=options,
+            on_line=on_line,
+        )
+        built = dataclasses.replace(built, seconds=round(time.monotonic() - started, 3))
+        _record_env_image(store, built)
+    if options.push:
+        built = _push(engine, built, options.push)
+        _record_env_image(store, built)
+    _write_image_toml(run.directory, built)
+    return built
+
+
+def _build(
+    run: StoredRun,
+    engine: Engine,
+    choice: BaseChoice,
+    lock: LockResult,
+    unlocked: tuple[str, ...],
+    *,
+    env: Mapping[str, str],
+    source: HashSource | None,
+    options: BuildOptions,
+    on_line: Callable[[str], None] | None,
+) -> BuiltImage:
+    import envsnap
+
+    manifest = run.manifest
+    base = engine.resolve_digest(choice.reference)
+    with tempfile.TemporaryDirectory(prefix="envsnap-build-") as tmp:
+        context = Path(tmp) / "context"
+        context.mkdir()
+        wheel_name, wheel = build_tool_wheel()
+        tool_lock = lock_tool_requirements(source, cache_dir=options.cache_dir)
+        files = {
+            "requirements.lock.txt": lock.requirements.encode(),
+            f"tool/{wheel_name}": wheel,
+            "tool/requirements.lock.txt": tool_lock.encode(),
+        }
+        if lock.vcs_requirements:
+            files["requirements.vcs.txt"] = lock.vcs_requirements.encode()
+        plan = plan_image(
+            manifest,
+            base=base,
+            tool_wheel=wheel_name,
+            has_vcs=bool(lock.vcs_requirements),
+            envsnap_version=envsnap.__version__,
+        )
+        files["Dockerfile"] = render_dockerfile(plan).encode()
+        write_context(context, files)
+        secrets = _pip_secrets(env, Path(tmp))
+        tag = image_tag(manifest)
+        image_id = engine.build(
+            context=context,
+            dockerfile=context / "Dockerfile",
+            tag=tag,
+            secrets=secrets,
+            build_args={"ENVSNAP_BASE": base},
+            on_line=on_line,
+        )
+    return BuiltImage(
+        run_id=manifest.run_id,
+        env_id=manifest.env_id,
+        reference=tag,
+        image_id=image_id,
+        base=base,
+        base_reason=choice.reason,
+        built=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        seconds=0.0,
+        reused=False,
+        unlocked=unlocked,
+    )
+
+
+def _push(engine: Engine, built: BuiltImage, repository: str) -> BuiltImage:
+    from envsnap.image import check_reference
+
+    target = f"{repository}:{built.reference.rsplit(':', 1)[1]}"
+    check_reference(target, "--push")
+    engine.tag(built.reference, target)
+    return dataclasses.replace(built, registry_digest=engine.push(target))
+
+
+# --- the image index by env_id ------------------------------------------------------------------
+
+
+def _env_index_path(store: Store, env_id: str) -> Path:
+    return store.root / "images" / f"{env_id.removeprefix('sha256:')}.toml"
+
+
+def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltImage | None:
+    """The image built earlier for this env_id, when the engine still has it."""
+    import tomllib
+
+    path = _env_index_path(store, manifest.env_id)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if data.get("schema") != IMAGE_SCHEMA or data.get("env_id") != manifest.env_id:
+        return None
+    info = engine.inspect_image(str(data.get("reference", "")))
+    if info is None or info.id != data.get("image_id"):
+        return None
+    fields = {f.name for f in dataclasses.fields(BuiltImage)}
+    values = {k: v for k, v in data.items() if k in fields}
+    values["unlocked"] = tuple(values.get("unlocked", ()))
+    try:
+        return BuiltImage(**values)
+    except TypeError:
+        return None
+
+
+def _record_env_image(store: Store, built: BuiltImage) -> None:
+    path = _env_index_path(store, built.env_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_toml(path, built.to_data())
+
+
+def _write_image_toml(run_dir: Path, built: BuiltImage) -> None:
+    _write_toml(run_dir / IMAGE_FILE, built.to_data())
+
+
+def _write_toml(path: Path, data: Mapping[str, Any]) -> None:
+    import tomli_w
+
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(tomli_w.dumps(dict(data)).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- index access inside the build ---------------------------------------------------------------
+
+
+def _pip_secrets(env: Mapping[str, str], tmp: Path) -> dict[str, Path]:
+    """The host's CA bundle and pip configuration, passed as BuildKit secrets (never a layer).
+
+    Missing ones are passed as empty files, so the Dockerfile's secret mounts always resolve.
+    """
+    empty = tmp / "empty"
+    empty.write_bytes(b"")
+    ca = next(
+        (
+            Path(env[name])
+            for name in ("ENVSNAP_PIP_CERT", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+            if env.get(name) and Path(env[name]).is_file()
+        ),
+        None,
+    )
+    if ca is None and Path("/etc/ssl/certs/ca-certificates.crt").is_file():
+        ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    home = Path(env.get("HOME", "~")).expanduser()
+    conf_candidates = [
+        env.get("PIP_CONFIG_FILE", ""),
+        str(home / ".config" / "pip" / "pip.conf"),
+        str(home / ".pip" / "pip.conf"),
+        "/etc/pip.conf",
+    ]
+    conf = next((Path(c) for c in conf_candidates if c and Path(c).is_file()), None)
+    return {"pip-ca": ca or empty, "pip-conf": conf or empty}
+
+
+# --- envsnap itself in the image ----------------------------------------------------------------
+
+
+def build_tool_wheel() -> tuple[str, bytes]:
+    """A wheel of the running envsnap, made from its installed files (byte-stable).
+
+    Works however envsnap was installed (index, local, editable): the package directory is
+    zipped with fixed times and the metadata written afresh.
+    """
+    import envsnap
+
+    version = envsnap.__version__
+    package_dir = Path(envsnap.__file__).parent
+    entries: dict[str, bytes] = {}
+    for path in sorted(package_dir.rglob("*")):
+        if path.is_dir() or "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        entries[f"envsnap/{path.relative_to(package_dir).as_posix()}"] = path.read_bytes()
+    dist_info = f"envsnap-{version}.dist-info"
+    requires = "".join(f"Requires-Dist: {name}=={v}\n" for name, v in _tool_dependencies())
+    entries[f"{dist_info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: envsnap\nVersion: {version}\n"
+        f"Requires-Python: >=3.11\n{requires}"
+    ).encode()
+    entries[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: envsnap\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    entries[f"{dist_info}/entry_points.txt"] = b"[console_scripts]\nenvsnap = envsnap.cli:main\n"
+    record_lines = [
+        f"{name},sha256={_urlsafe_digest(data)},{len(data)}" for name, data in entries.items()
+    ]
+    record_lines.append(f"{dist_info}/RECORD,,")
+    entries[f"{dist_info}/RECORD"] = ("\n".join(record_lines) + "\n").encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as wheel:
+        for name, data in entries.items():
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            wheel.writestr(info, data)
+    return f"envsnap-{version}-py3-none-any.whl", buffer.getvalue()
+
+
+def _urlsafe_digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _tool_dependencies() -> list[tuple[str, str]]:
+    """envsnap's runtime dependencies at the versions installed beside it."""
+    from importlib import metadata
+
+    names = []
+    for requirement in metadata.requires("envsnap") or []:
+        if "extra ==" in requirement:
+            continue
+        name = requirement.split(";")[0].strip()
+        for stop in "<>=!~[ (":
+            name = name.split(stop)[0]
+        names.append(name.strip())
+    return sorted((name, metadata.version(name)) for name in names)
+
+
+def lock_tool_requirements(source: HashSource | None, *, cache_dir: Path | None) -> str:
+    """Hash-locked requirements for envsnap's own dependencies in the image."""
+    from envsnap.lock import SimpleIndexClient, lock_packages
+    from envsnap.manifest import Tool
+
+    packages = tuple(Package(name=name, version=version) for name, version in _tool_dependencies())
+    manifest = Manifest(
+        run_id="envsnap-tool",
+        created="",
+        tool=Tool(version="0"),
+        python=Python(packages=packages),
+        conda=Conda(),
+    )
+    result = lock_packages(manifest, source or SimpleIndexClient(cache_dir=cache_dir))
+    if result.unlockable:
+        notes = "; ".join(f"{n.name}: {n.reason}" for n in result.unlockable)
+        raise UsageError(
+            f"envsnap's own dependencies cannot be locked ({notes})", hint="check the index"
+        )
+    return result.requirements

@@ -1,0 +1,29 @@
+# The experiment's Python packages, installed from the hash-locked requirements: pip refuses any
+# file whose hash is not in the lock. The venv sees the base image's own packages, so what the base
+# already provides at the pinned version (an NGC torch build, say) is not installed again.
+# The host's CA bundle and pip configuration reach pip as BuildKit secrets, never as a layer.
+FROM envsnap-base AS envsnap-env
+COPY --chmod=0644 requirements.lock.txt ${vcs_copy}/envsnap/
+RUN --mount=type=secret,id=pip-ca --mount=type=secret,id=pip-conf \
+    ${python} -m venv --system-site-packages /opt/venv \
+ && if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+ && if [ -s /run/secrets/pip-conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi \
+ && /opt/venv/bin/python -m pip install --no-deps --require-hashes \
+        -r /envsnap/requirements.lock.txt${vcs_install}
+
+# envsnap itself, apart from the experiment's packages, so a rerun can capture inside.
+COPY --chmod=0644 tool/ /envsnap/tool/
+RUN --mount=type=secret,id=pip-ca --mount=type=secret,id=pip-conf \
+    ${python} -m venv /opt/envsnap \
+ && if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+ && if [ -s /run/secrets/pip-conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi \
+ && /opt/envsnap/bin/python -m pip install --no-deps --require-hashes \
+        -r /envsnap/tool/requirements.lock.txt \
+ && /opt/envsnap/bin/python -m pip install --no-deps /envsnap/tool/${tool_wheel} \
+ && ln -s /opt/envsnap/bin/envsnap /usr/local/bin/envsnap
+
+ENV PATH=/opt/venv/bin:$$PATH \
+    ENVSNAP_IMAGE=${image_ref}
+LABEL ${labels}
+USER envsnap
+WORKDIR /home/envsnap

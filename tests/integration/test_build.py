@@ -1,0 +1,226 @@
+"""envsnap lock + build end to end on a real docker engine with a real local registry.
+
+A manifest is captured inside a container of the test base image (the example project's
+dependencies installed there with pip), then locked and built on the host; the built image must
+hold every recorded package at its recorded version, pin its base by digest, and a second build
+must reuse it without building.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from envsnap.build import build_tool_wheel
+from envsnap.store import Store
+from tests.integration.conftest import Envsnap
+from tests.integration.docker_env import docker, docker_cli, registry_base
+
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+INSIDE = """
+set -e
+python3 -m venv /opt/venv
+/opt/venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \\
+    click tomli-w nvidia-ml-py PyYAML
+/opt/venv/bin/pip install --quiet --disable-pip-version-check --no-deps /wheels/{wheel}
+git config --global --add safe.directory '*'
+/opt/venv/bin/envsnap capture --store /work/.envsnap --name in-container --seed 3
+"""
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A run captured inside the base image, with numpy from PyPI: (project dir, run id)."""
+    from tests.integration.conftest import EXAMPLE, git
+
+    base = registry_base()
+    root = tmp_path_factory.mktemp("build") / "project"
+    import shutil
+
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
+    git(root, "init", "--quiet", "--initial-branch=main")
+    git(root, "add", "-A")
+    git(root, "commit", "--quiet", "-m", "example")
+    wheels = root.parent / "wheels"
+    wheels.mkdir()
+    name, data = build_tool_wheel()
+    (wheels / name).write_bytes(data)
+    mounts = ["-v", f"{root}:/work", "-v", f"{wheels}:/wheels:ro"]
+    env = []
+    if CA_BUNDLE.is_file():  # TLS to the index is intercepted here: pip must trust the host's CA
+        mounts += ["-v", f"{CA_BUNDLE}:/host-ca.crt:ro"]
+        env += ["-e", "PIP_CERT=/host-ca.crt"]
+    done = docker(
+        "run",
+        "--rm",
+        *mounts,
+        *env,
+        "-w",
+        "/work",
+        base,
+        "sh",
+        "-c",
+        INSIDE.format(wheel=name),
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    run_id = done.stdout.strip().splitlines()[-1]
+    yield root, run_id
+
+
+@pytest.fixture(scope="module")
+def built(captured: tuple[Path, str]) -> Iterator[dict[str, object]]:
+    """The image built on the host for the captured run; removed afterwards."""
+    root, run_id = captured
+    env = {**os.environ, "ENVSNAP_DOCKER": docker_cli()}
+    cmd = [
+        sys.executable,
+        "-m",
+        "envsnap",
+        "build",
+        run_id,
+        "--store",
+        str(root / ".envsnap"),
+        "--base",
+        registry_base(),
+        "--json",
+    ]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    info = json.loads(done.stdout)
+    yield info
+    docker("rmi", "--force", str(info["reference"]), check=False)
+
+
+class TestBuild:
+    def test_manifest_was_captured_in_the_container(self, captured: tuple[Path, str]) -> None:
+        """The run records Debian's Python 3.11 and numpy from the index."""
+        root, run_id = captured
+        m = Store(root / ".envsnap").load(run_id).manifest
+        assert m.host.os_id == "debian" and m.python.version.startswith("3.11.")
+        assert {p.name for p in m.python.packages} >= {"numpy", "click", "pip"}
+
+    def test_every_package_at_its_recorded_version(
+        self, captured: tuple[Path, str], built: dict[str, object]
+    ) -> None:
+        """Inside the built image, every recorded package has the recorded version."""
+        root, run_id = captured
+        m = Store(root / ".envsnap").load(run_id).manifest
+        script = (
+            "import json, importlib.metadata as md; "
+            "print(json.dumps({d.metadata['Name'].lower().replace('_', '-'): d.version "
+            "for d in md.distributions()}))"
+        )
+        done = docker("run", "--rm", str(built["reference"]), "python", "-c", script)
+        installed = json.loads(done.stdout)
+        wanted = {p.name: p.version for p in m.python.packages}
+        assert {name: installed.get(name) for name in wanted} == wanted
+
+    def test_base_pinned_and_recorded(
+        self, captured: tuple[Path, str], built: dict[str, object]
+    ) -> None:
+        """image.toml and the image's labels name the base by digest, and envsnap runs inside."""
+        root, run_id = captured
+        assert "@sha256:" in str(built["base"])
+        image_toml = tomllib.loads((root / ".envsnap/runs" / run_id / "image.toml").read_text())
+        assert image_toml["base"] == built["base"] and image_toml["image_id"] == built["image_id"]
+        labels = json.loads(
+            docker(
+                "image", "inspect", "--format", "{{json .Config.Labels}}", str(built["reference"])
+            ).stdout
+        )
+        assert labels["org.opencontainers.image.base.name"] == built["base"]
+        assert labels["dev.envsnap.run-id"] == run_id
+        user = docker("run", "--rm", str(built["reference"]), "id", "-u").stdout.strip()
+        assert user != "0"
+        version = docker("run", "--rm", str(built["reference"]), "envsnap", "--version").stdout
+        assert version.startswith("envsnap ")
+
+    def test_no_secret_in_layers(self, built: dict[str, object]) -> None:
+        """The CA bundle passed as a secret is in no layer and no history entry."""
+        history = docker("history", "--no-trunc", str(built["reference"])).stdout
+        assert "BEGIN CERTIFICATE" not in history
+        listing = docker(
+            "run",
+            "--rm",
+            str(built["reference"]),
+            "sh",
+            "-c",
+            "ls /run/secrets 2>/dev/null | wc -l",
+        ).stdout.strip()
+        assert listing == "0"
+
+    def test_second_build_is_reused(
+        self, captured: tuple[Path, str], built: dict[str, object]
+    ) -> None:
+        """Building the same environment again does no docker build: the recorded image is reused.
+
+        How long that takes is measured in benchmarks/bench_build.py, not asserted here."""
+        root, run_id = captured
+        env = {**os.environ, "ENVSNAP_DOCKER": docker_cli()}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "envsnap",
+                "build",
+                run_id,
+                "--store",
+                str(root / ".envsnap"),
+                "--base",
+                registry_base(),
+                "--json",
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        again = json.loads(done.stdout)
+        assert again["reused"] is True and again["image_id"] == built["image_id"]
+
+
+class TestBuildErrors:
+    def test_unknown_base(self, captured: tuple[Path, str]) -> None:
+        """A base image that exists nowhere exits 2 with one sentence."""
+        root, run_id = captured
+        env = {**os.environ, "ENVSNAP_DOCKER": docker_cli()}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "envsnap",
+                "build",
+                run_id,
+                "--store",
+                str(root / ".envsnap"),
+                "--base",
+                "127.0.0.1:5000/nope/nothing:1",
+                "--rebuild",
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 2
+        assert done.stderr.startswith("envsnap: error: ") and "Traceback" not in done.stderr
+
+    def test_engine_unavailable(self, envsnap: Envsnap) -> None:
+        """No docker daemon exits 2 and says how to start one."""
+        envsnap("capture")
+        done = envsnap(
+            "build", "latest", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, check=2
+        )
+        assert "docker" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,317 @@
+"""The engine's parsing helpers: BuildKit logs, references and digests, CLI versions, image JSON
+and secret masking. No process is started here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from envsnap.engine import (
+    BuildError,
+    BuildLog,
+    EngineUnavailableError,
+    SecretMask,
+    build_error,
+    client_version_tuple,
+    familiar_repository,
+    has_builtin_buildkit,
+    parse_build_failure,
+    parse_image_info,
+    parse_push_digest,
+    pick_repo_digest,
+    split_reference,
+)
+
+DIGEST = "sha256:" + "8c35a5545186620f2b2dfe31b3cc6a6a6c094aef19942a78003a6caa4b367bf0"
+
+# Captured from Debian's docker.io 20.10 CLI: a RUN step that exits 1.
+LOG_RUN_FAILED_20_10 = """\
+#1 [internal] load build definition from Dockerfile
+#1 sha256:9f524acff46376e1855973249cb6bcb6c6e2853af78a78db0305c2346934e100
+#1 transferring dockerfile: 199B done
+#1 DONE 0.0s
+
+#4 [1/5] FROM docker.io/envsnap-test/python:3.11-bookworm
+#4 DONE 0.0s
+
+#5 [2/5] RUN echo hello
+#5 0.249 hello
+#5 DONE 0.3s
+
+#7 [4/5] RUN echo step4 && false
+#7 sha256:f1b9caf78250ffc28b8f8876c3ba6ea08bc4e1c318a99b5295d5ea6043a4c6b1
+#7 0.325 step4
+#7 ERROR: executor failed running [/bin/sh -c echo step4 && false]: exit code: 1
+------
+ > [4/5] RUN echo step4 && false:
+------
+executor failed running [/bin/sh -c echo step4 && false]: exit code: 1
+"""
+
+# The buildx format (CLI 23 and later): "process ... did not complete successfully".
+LOG_RUN_FAILED_BUILDX = """\
+#5 [builder 2/3] RUN pip install nothing-such
+#5 1.204 ERROR: No matching distribution found for nothing-such
+#5 ERROR: process "/bin/sh -c pip install nothing-such" did not complete successfully: exit code: 1
+------
+ > [builder 2/3] RUN pip install nothing-such:
+1.204 ERROR: No matching distribution found for nothing-such
+------
+Dockerfile:3
+--------------------
+   3 | >>> RUN pip install nothing-such
+--------------------
+ERROR: failed to solve: process "/bin/sh -c pip install nothing-such" did not complete \
+successfully: exit code: 1
+"""
+
+# Captured from the 20.10 CLI: a COPY of a file missing from the context.
+LOG_COPY_FAILED = """\
+#6 [2/2] COPY missing /x
+#6 sha256:b812a04d69c42f6f3fec4ed1e38993cffc96d190b9b570ca25d89c5faff00ea9
+#6 ERROR: "/missing" not found: not found
+------
+ > [2/2] COPY missing /x:
+------
+failed to compute cache key: "/missing" not found: not found
+"""
+
+# Captured from the 20.10 CLI: a Dockerfile that does not parse has no failing step.
+LOG_PARSE_ERROR = """\
+#2 [internal] load .dockerignore
+#2 transferring context: 2B done
+#2 DONE 0.0s
+failed to solve with frontend dockerfile.v0: failed to create LLB definition: dockerfile parse \
+error line 2: unknown instruction: BLAH
+"""
+
+LOG_DISK_FULL = """\
+#9 [3/5] RUN pip install torch
+#9 41.30 ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device
+#9 ERROR: executor failed running [/bin/sh -c pip install torch]: exit code: 1
+"""
+
+
+class TestBuildFailure:
+    """The failing step and reason are read from BuildKit plain-progress output."""
+
+    def test_run_step_in_20_10_format(self) -> None:
+        """A failing RUN names its [n/m] step and the executor's reason."""
+        failure = parse_build_failure(LOG_RUN_FAILED_20_10)
+        assert failure.step == "[4/5] RUN echo step4 && false"
+        assert failure.reason == (
+            "executor failed running [/bin/sh -c echo step4 && false]: exit code: 1"
+        )
+        assert not failure.disk_full
+
+    def test_run_step_in_buildx_format(self) -> None:
+        """The buildx wording and stage-prefixed step labels are understood too."""
+        failure = parse_build_failure(LOG_RUN_FAILED_BUILDX)
+        assert failure.step == "[builder 2/3] RUN pip install nothing-such"
+        assert "did not complete successfully: exit code: 1" in failure.reason
+
+    def test_copy_step(self) -> None:
+        """A COPY of a missing file names the COPY step."""
+        failure = parse_build_failure(LOG_COPY_FAILED)
+        assert failure.step == "[2/2] COPY missing /x"
+        assert failure.reason == '"/missing" not found: not found'
+
+    def test_no_step(self) -> None:
+        """A failure before any step (a parse error) has no step but keeps the final reason."""
+        failure = parse_build_failure(LOG_PARSE_ERROR)
+        assert failure.step == ""
+        assert "unknown instruction: BLAH" in failure.reason
+
+    def test_disk_full(self) -> None:
+        """A "No space left on device" line anywhere in the output marks the failure disk full."""
+        failure = parse_build_failure(LOG_DISK_FULL)
+        assert failure.disk_full
+        assert failure.step == "[3/5] RUN pip install torch"
+
+    def test_summary_line_when_headers_scrolled_away(self) -> None:
+        """Without the step's header line, the " > [n/m] ...:" summary still names the step."""
+        failure = parse_build_failure(LOG_RUN_FAILED_20_10.replace("#7 [4/5]", "#7 "))
+        assert failure.step == "[4/5] RUN echo step4 && false"
+
+    def test_tail_is_bounded(self) -> None:
+        """Only the last lines are kept in memory."""
+        log = BuildLog(tail_lines=3)
+        for number in range(10):
+            log.feed(f"#1 0.{number} line {number}")
+        assert list(log.tail) == ["#1 0.7 line 7", "#1 0.8 line 8", "#1 0.9 line 9"]
+
+
+def _log(text: str) -> BuildLog:
+    log = BuildLog()
+    for line in text.splitlines():
+        log.feed(line)
+    return log
+
+
+class TestBuildErrorSentence:
+    """A failed build becomes one sentence: what failed, where, and what to do."""
+
+    def test_failing_step(self) -> None:
+        """The step and its reason lead; the hint names the Dockerfile; the tail is the detail."""
+        error = build_error("img:1", Path("ctx/Dockerfile"), _log(LOG_RUN_FAILED_20_10))
+        assert isinstance(error, BuildError)
+        assert error.step == "[4/5] RUN echo step4 && false"
+        assert str(error) == (
+            "docker build of img:1 failed at step [4/5] RUN echo step4 && false: executor failed "
+            "running [/bin/sh -c echo step4 && false]: exit code: 1; fix that step in "
+            "ctx/Dockerfile (the last lines of the build output are in the details; -v shows "
+            "all of it)."
+        )
+        assert error.detail.endswith("exit code: 1")
+
+    def test_disk_full(self) -> None:
+        """A full disk is said plainly, with how to free space."""
+        error = build_error("img:1", Path("Dockerfile"), _log(LOG_DISK_FULL))
+        assert isinstance(error, BuildError)
+        assert error.disk_full
+        assert str(error) == (
+            "docker build of img:1 failed because the disk is full (no space left on device); "
+            "free space (docker system prune, docker builder prune) and build again."
+        )
+
+    def test_no_step(self) -> None:
+        """Without a step, the final reason is given."""
+        error = build_error("img:1", Path("Dockerfile"), _log(LOG_PARSE_ERROR))
+        assert str(error).startswith("docker build of img:1 failed: failed to solve")
+        assert "unknown instruction: BLAH" in str(error)
+
+    def test_daemon_down(self) -> None:
+        """A build that could not reach the daemon is an engine-unavailable error."""
+        log = _log(
+            "Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?"
+        )
+        error = build_error("img:1", Path("Dockerfile"), log)
+        assert isinstance(error, EngineUnavailableError)
+        assert str(error).endswith("start it (sudo dockerd) or set DOCKER_HOST.")
+
+
+class TestReferences:
+    """Image references split into repository, tag and digest; digests are picked and parsed."""
+
+    @pytest.mark.parametrize(
+        ("reference", "expected"),
+        [
+            ("python:3.11", ("python", "3.11", "")),
+            ("python", ("python", "", "")),
+            ("127.0.0.1:5000/envsnap/base", ("127.0.0.1:5000/envsnap/base", "", "")),
+            ("127.0.0.1:5000/envsnap/base:v1", ("127.0.0.1:5000/envsnap/base", "v1", "")),
+            (f"127.0.0.1:5000/a:v1@{DIGEST}", ("127.0.0.1:5000/a", "v1", DIGEST)),
+            (f"python@{DIGEST}", ("python", "", DIGEST)),
+        ],
+    )
+    def test_split_reference(self, reference: str, expected: tuple[str, str, str]) -> None:
+        """A registry port is not mistaken for a tag."""
+        assert split_reference(reference) == expected
+
+    def test_familiar_repository(self) -> None:
+        """Docker Hub names compare in the short form docker prints."""
+        assert familiar_repository("docker.io/library/python") == "python"
+        assert familiar_repository("docker.io/org/app") == "org/app"
+        assert familiar_repository("127.0.0.1:5000/library/x") == "127.0.0.1:5000/library/x"
+
+    def test_pick_repo_digest_prefers_the_repository(self) -> None:
+        """The digest recorded for the asked repository wins over others of the same image."""
+        digests = [f"127.0.0.1:5000/other@{DIGEST}", f"python@{DIGEST}"]
+        assert pick_repo_digest(digests, "docker.io/library/python") == f"python@{DIGEST}"
+
+    def test_pick_repo_digest_falls_back_and_gives_none(self) -> None:
+        """Another repository's digest pins the same content; no digest at all gives None."""
+        assert pick_repo_digest([f"b@{DIGEST}", f"a@{DIGEST}"], "local/x") == f"a@{DIGEST}"
+        assert pick_repo_digest([], "local/x") is None
+
+    def test_parse_push_digest(self) -> None:
+        """The manifest digest is read from docker push's last line."""
+        output = (
+            "The push refers to repository [127.0.0.1:5000/envsnap-probe]\n"
+            "369e510a4bd7: Pushed\n"
+            f"t1: digest: {DIGEST} size: 528\n"
+        )
+        assert parse_push_digest(output) == DIGEST
+        assert parse_push_digest("369e510a4bd7: Pushed\n") is None
+
+
+class TestClientVersion:
+    """The CLI version decides whether BuildKit needs the buildx plugin."""
+
+    @pytest.mark.parametrize(
+        ("version", "parsed"),
+        [
+            ("20.10.24+dfsg1", (20, 10, 24)),
+            ("28.2.2", (28, 2, 2)),
+            ("v27.0.1-rc.1", (27, 0, 1)),
+            ("23", (23, 0, 0)),
+            ("", None),
+            ("unknown", None),
+        ],
+    )
+    def test_client_version_tuple(self, version: str, parsed: tuple[int, int, int] | None) -> None:
+        """Distribution suffixes and a leading v are tolerated."""
+        assert client_version_tuple(version) == parsed
+
+    def test_builtin_buildkit_below_23(self) -> None:
+        """20.10 has BuildKit built in; 23 and later, or an unknown version, do not count."""
+        assert has_builtin_buildkit("20.10.24+dfsg1")
+        assert has_builtin_buildkit("22.06.0")
+        assert not has_builtin_buildkit("23.0.0")
+        assert not has_builtin_buildkit("28.2.2")
+        assert not has_builtin_buildkit("")
+
+
+class TestImageInfo:
+    """`docker image inspect --format '{{json .}}'` output becomes an ImageInfo."""
+
+    def test_parse_image_info(self) -> None:
+        """Id, sorted names and digests, labels from Config, creation time and size are kept."""
+        text = json.dumps(
+            {
+                "Id": "sha256:" + "1" * 64,
+                "RepoTags": ["b:1", "a:1"],
+                "RepoDigests": [f"a@{DIGEST}"],
+                "Created": "2026-11-22T21:51:07.336897802Z",
+                "Size": 1234,
+                "Config": {"Labels": {"org.envsnap.run": "r1"}},
+            }
+        )
+        info = parse_image_info(text)
+        assert info.id == "sha256:" + "1" * 64
+        assert info.repo_tags == ("a:1", "b:1")
+        assert info.repo_digests == (f"a@{DIGEST}",)
+        assert info.labels == {"org.envsnap.run": "r1"}
+        assert info.created == "2026-11-22T21:51:07.336897802Z"
+        assert info.size == 1234
+
+    def test_null_labels_and_digests(self) -> None:
+        """An imported image has null labels and an empty digest list."""
+        text = json.dumps({"Id": "sha256:x", "RepoDigests": [], "Config": {"Labels": None}})
+        info = parse_image_info(text)
+        assert info.labels == {}
+        assert info.repo_digests == ()
+
+
+class TestSecretMask:
+    """The contents of build-secret files never pass through to echoed output or errors."""
+
+    def test_masks_each_secret_line(self, tmp_path: Path) -> None:
+        """Every line of a secret file is replaced by the secret's id wherever it appears."""
+        token = tmp_path / "token"
+        token.write_text("hunter2-password\n")
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine example.org\nlogin bob\npassword s3cr3t-pw\n")
+        mask = SecretMask.from_files({"token": token, "netrc": netrc})
+        assert mask("#7 0.12 hunter2-password") == "#7 0.12 [secret:token]"
+        assert mask("x password s3cr3t-pw y") == "x [secret:netrc] y"
+        assert mask("#7 DONE 0.3s") == "#7 DONE 0.3s"
+
+    def test_missing_file_and_short_lines(self, tmp_path: Path) -> None:
+        """A missing file masks nothing; lines under four characters are not treated as secret."""
+        short = tmp_path / "short"
+        short.write_text("}\nab\n")
+        mask = SecretMask.from_files({"gone": tmp_path / "gone", "short": short})
+        assert mask("ab } #1 DONE") == "ab } #1 DONE"
