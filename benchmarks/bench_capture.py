@@ -137,7 +137,9 @@ def measure(peers: Sequence[Peer], env: dict[str, str], repeat: int) -> list[Tim
     return timings
 
 
-def machine_line(venv: Path, distributions: int, repeat: int) -> str:
+def machine_line(
+    venv: Path, distributions: int, repeat: int, load: tuple[float, float] | None = None
+) -> str:
     python = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import platform; print(platform.python_version())"],
         capture_output=True,
@@ -157,7 +159,16 @@ def machine_line(venv: Path, distributions: int, repeat: int) -> str:
         f"{today}; {platform.system()} {platform.machine()}, {os.cpu_count()} cores"
         f"{f' ({cpu})' if cpu else ''}; Python {python}; {distributions} distributions in the"
         f" venv; median and min of {repeat} runs after one warm-up; envsnap at {commit or '?'}"
+        # Other work on the machine slows every peer, and not all alike: say how busy it was.
+        + (f"; load average {load[0]:.2f} before, {load[1]:.2f} after" if load else "")
     )
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not every platform reports one
+        return None
 
 
 def _cpu_model() -> str:
@@ -236,12 +247,19 @@ def main(argv: list[str] | None = None) -> int:
             scratch = Path(tmp)
             project = make_git_project(scratch / "project")
             env = peer_environment(venv, scratch)
+            load_before = _load_average()
             timings = measure(define_peers(venv, scratch, project), env, args.repeat)
+            load_after = _load_average()
             for timing in timings:
                 if timing.failure is not None:
                     timing.failure = without_local_paths(timing.failure, scratch)
         distributions = count_distributions(venv / "bin" / "python")
-        report = render(timings, machine_line(venv, distributions, args.repeat))
+        load = (
+            (load_before, load_after)
+            if load_before is not None and load_after is not None
+            else None
+        )
+        report = render(timings, machine_line(venv, distributions, args.repeat, load))
     except BenchError as exc:
         print(f"bench_capture: error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
     from envsnap.build import BuiltImage
     from envsnap.drift import DriftReport, Severity
     from envsnap.lock import LockResult
+    from envsnap.rerun import RerunOutcome
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -274,6 +275,75 @@ def build(
     return build_run(
         open_stored(ws.store, run), ws.store, engine, options, env=ws.env, on_line=on_line
     )
+
+
+def rerun(
+    run: str,
+    *,
+    store: Path | str | None = None,
+    gpus: str = "",
+    timeout_s: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    network: bool = False,
+    env_values: Mapping[str, str] | None = None,
+    base: str = "",
+    allow_unlocked: bool = False,
+    rebuild: bool = False,
+    on_output: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> RerunOutcome:
+    """Rerun a recorded run in its pinned image (reused or built) and compare it with the
+    original. ``env_values`` supplies variables whose values were redacted at capture."""
+    from envsnap.build import BuildOptions
+    from envsnap.config import MetricTolerance
+    from envsnap.engine import Engine
+    from envsnap.rerun import RerunOptions, rerun_run
+    from envsnap.store import open_run as open_stored
+
+    ws = workspace(store)
+    tolerance = None
+    if rtol is not None or atol is not None:
+        default = ws.config.metric_tolerance
+        tolerance = MetricTolerance(
+            rtol=default.rtol if rtol is None else rtol,
+            atol=default.atol if atol is None else atol,
+        )
+    stored = open_stored(ws.store, run)
+    return rerun_run(
+        stored,
+        ws.store,
+        Engine.detect(ws.env, echo=echo),
+        build=BuildOptions(
+            base=base,
+            config_base=ws.config.base_image,
+            allow_unlocked=allow_unlocked,
+            rebuild=rebuild,
+            cache_dir=_index_cache(ws.config),
+        ),
+        options=RerunOptions(
+            gpus=gpus,
+            timeout_s=timeout_s,
+            tolerance=tolerance,
+            network=network,
+            env=dict(env_values or {}),
+        ),
+        config=ws.config,
+        repo_root=ws.repo_root,
+        cwd=ws.cwd,
+        env=ws.env,
+        on_output=on_output,
+        echo=echo,
+    )
+
+
+def replay(original: Path | str, *, store: Path | str) -> Result:
+    """Inside a rerun container: record this environment as a rerun of ``original`` and run its
+    command; returns the result (``envsnap _replay``)."""
+    from envsnap.rerun import replay as replay_run
+
+    ws = workspace(store)
+    return replay_run(Path(original), store=ws.store, cwd=ws.cwd, env=ws.env, config=ws.config)
 
 
 def _index_cache(config: Config) -> Path | None:

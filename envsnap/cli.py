@@ -283,6 +283,114 @@ def build(
 
 
 @cli.command()
+@click.argument("run")
+@click.option(
+    "--gpus",
+    default="",
+    metavar="all|N|device=ID|none",
+    help="GPUs for the container (default: as many as the original used).",
+)
+@click.option(
+    "--timeout",
+    "timeout",
+    default="",
+    metavar="DURATION",
+    help="Stop the rerun after this long (90s, 30m, 2h; a bare number is seconds).",
+)
+@click.option("--rtol", type=float, default=None, help="Relative tolerance for every metric.")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance for every metric.")
+@click.option("--network", is_flag=True, help="Give the container network access.")
+@click.option(
+    "--env",
+    "env_items",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A variable for the container, e.g. one redacted at capture (repeatable).",
+)
+@click.option("--base", default="", metavar="IMAGE", help="Base image, when building.")
+@click.option(
+    "--allow-unlocked", is_flag=True, help="Build even when some packages cannot be locked."
+)
+@click.option("--rebuild", is_flag=True, help="Build the image even when one exists.")
+@click.option(
+    "--fail-on",
+    type=SEVERITY_CHOICE,
+    default="breaking",
+    show_default=True,
+    help="Exit 1 when drift at or above this severity is found.",
+)
+@click.option("--markdown", is_flag=True, help="Print the report as Markdown.")
+@click.option("--all", "show_all", is_flag=True, help="Also show expected differences.")
+@store_option
+@json_option
+@click.pass_context
+def rerun(
+    ctx: click.Context,
+    run: str,
+    gpus: str,
+    timeout: str,
+    rtol: float | None,
+    atol: float | None,
+    network: bool,
+    env_items: tuple[str, ...],
+    base: str,
+    allow_unlocked: bool,
+    rebuild: bool,
+    fail_on: str,
+    markdown: bool,
+    show_all: bool,
+    store_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Rerun a recorded run in its pinned image and report drift; exit 1 when it drifted.
+
+    The container's output streams to stderr; the report goes to stdout.
+    """
+    from envsnap import api, report
+    from envsnap.rerun import parse_duration, parse_env_options
+
+    verbose = bool(ctx.obj and ctx.obj.get("verbose"))
+    stream = lambda line: click.echo(line, err=True)  # noqa: E731
+    outcome = api.rerun(
+        run,
+        store=store_dir,
+        gpus=gpus,
+        timeout_s=parse_duration(timeout) if timeout else None,
+        rtol=rtol,
+        atol=atol,
+        network=network,
+        env_values=parse_env_options(env_items),
+        base=base,
+        allow_unlocked=allow_unlocked,
+        rebuild=rebuild,
+        on_output=stream,
+        echo=stream if verbose else None,
+    )
+    if as_json:
+        click.echo(report.render_rerun_json(outcome), nl=False)
+    elif markdown:
+        click.echo(report.render_rerun_markdown(outcome, show_expected=show_all), nl=False)
+    else:
+        click.echo(report.render_rerun_text(outcome, show_expected=show_all), nl=False)
+    if outcome.interrupted:
+        raise InterruptError(f"rerun {outcome.rerun} was interrupted; its report is above")
+    raise SystemExit(EXIT_DRIFT if outcome.report.drifted(fail_on) else EXIT_OK)  # type: ignore[arg-type]
+
+
+@cli.command("_replay", hidden=True)
+@click.argument("original", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+def replay(original: Path, store_dir: Path | None) -> None:
+    """Inside a rerun container: record this environment as a rerun and run its command."""
+    from envsnap import api
+
+    result = api.replay(original, store=store_dir or Path(".envsnap"))
+    if result.error:
+        click.echo(f"envsnap: {result.error}", err=True)
+    raise SystemExit(result.exit_code)
+
+
+@cli.command()
 @click.option(
     "--against",
     required=True,

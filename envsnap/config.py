@@ -6,25 +6,26 @@ The environment is passed in, never read from ``os.environ`` here, so tests and 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from envsnap.errors import UsageError
+from envsnap.manifest import Model, model
 
 SEVERITIES = ("expected", "info", "warning", "breaking")
 
 
-@dataclass(frozen=True, kw_only=True)
-class MetricTolerance:
+@model
+class MetricTolerance(Model):
     """How far a metric may move in a rerun and still count as reproduced."""
 
     rtol: float = 0.0
     atol: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Config:
+@model
+class Config(Model):
     """Every setting envsnap reads, resolved once per command."""
 
     store: Path | None = None

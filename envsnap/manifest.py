@@ -12,10 +12,10 @@ import hashlib
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 from envsnap.errors import ManifestError
 
@@ -28,16 +28,51 @@ ParamSource = Literal["cli", "file", "api", "default"]
 PackageSource = Literal["index", "vcs", "url", "local", "editable", "conda", "system", "unknown"]
 
 
-class _Model:
-    """Equality, hashing and repr shared by every model class.
+class Model:
+    """Construction, immutability, equality, hashing and repr shared by every model class.
 
-    ``dataclass(frozen=True)`` would generate these three methods per class with ``exec``; sharing
-    them halves the cost of importing this module, which sits on capture's start-up path
-    (benchmarks/bench_capture.py measures it).
+    ``dataclass(frozen=True)`` would generate ``__init__``, ``__setattr__``, ``__delattr__``,
+    ``__eq__``, ``__hash__`` and ``__repr__`` per class with ``exec``; for the dozens of model
+    classes on capture's start-up path that was most of capture's own import time
+    (benchmarks/bench_capture.py measures it). Shared, they cost about as much per instance.
     """
 
     __slots__ = ()
     __dataclass_fields__: ClassVar[dict[str, Any]]
+    # Set by ``model``: (name, default, default factory) per field in declaration order, and
+    # the same split for construction: plain defaults, and factories by field name.
+    _init_fields: ClassVar[tuple[tuple[str, Any, Any], ...]]
+    _defaults: ClassVar[dict[str, Any]]
+    _factories: ClassVar[tuple[tuple[str, Callable[[], Any]], ...]]
+
+    def __init__(self, **values: Any) -> None:
+        state = {**self._defaults, **values}
+        for name, factory in self._factories:
+            if name not in values:
+                state[name] = factory()
+        if state.keys() != self.__dataclass_fields__.keys():
+            raise self._signature_error(values)
+        self.__dict__.update(state)
+
+    def _signature_error(self, values: Mapping[str, Any]) -> TypeError:
+        name = type(self).__name__
+        fields = self.__dataclass_fields__
+        unknown = [key for key in values if key not in fields]
+        if unknown:
+            return TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}")
+        given = {*values, *self._defaults, *dict(self._factories)}
+        missing = [key for key in fields if key not in given]
+        return TypeError(f"{name}() missing required keyword-only argument: {missing[0]!r}")
+
+    # Hidden from type checkers: to them ``model`` already makes every field read-only, and a
+    # declared __setattr__ would let them accept assignments to any attribute name.
+    if not TYPE_CHECKING:
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+        def __delattr__(self, name: str) -> None:
+            raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__dataclass_fields__)
@@ -45,7 +80,7 @@ class _Model:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        assert isinstance(other, _Model)
+        assert isinstance(other, Model)
         return self._values() == other._values()
 
     def __hash__(self) -> int:
@@ -56,8 +91,29 @@ class _Model:
         return f"{type(self).__name__}({fields})"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Tool(_Model):
+_ModelT = TypeVar("_ModelT", bound=Model)
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
+def model(cls: type[_ModelT]) -> type[_ModelT]:
+    """Make a ``Model`` subclass a frozen, keyword-only dataclass (to type checkers and to
+    ``dataclasses.fields``/``replace``) without generating any method for it."""
+    made = dataclass(init=False, eq=False, repr=False, kw_only=True)(cls)
+    fields = dataclasses.fields(made)
+    if len(fields) != len(made.__dataclass_fields__):
+        # Model's __init__, __eq__ and __repr__ treat every entry there as a field.
+        raise TypeError(f"{cls.__name__}: a model has no ClassVar or InitVar pseudo-fields")
+    missing = dataclasses.MISSING
+    made._init_fields = tuple((f.name, f.default, f.default_factory) for f in fields)
+    made._defaults = {f.name: f.default for f in fields if f.default is not missing}
+    made._factories = tuple(
+        (f.name, f.default_factory) for f in fields if f.default_factory is not missing
+    )
+    return made
+
+
+@model
+class Tool(Model):
     """The envsnap that wrote the manifest; kept apart from the experiment's packages."""
 
     name: str = "envsnap"
@@ -65,16 +121,16 @@ class Tool(_Model):
     source: str = "index"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Command(_Model):
+@model
+class Command(Model):
     """The command the experiment runs, with secrets already redacted."""
 
     argv: tuple[str, ...] = ()
     cwd: str = "."
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Param(_Model):
+@model
+class Param(Model):
     """One parameter: a dotted key, its typed value and where it came from."""
 
     key: str
@@ -82,16 +138,16 @@ class Param(_Model):
     source: ParamSource
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Outputs(_Model):
+@model
+class Outputs(Model):
     """What the run promises to produce: output globs and a metrics file."""
 
     globs: tuple[str, ...] = ()
     metrics: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Host(_Model):
+@model
+class Host(Model):
     """The operating system and hardware of the machine capture ran on."""
 
     os_id: str = ""
@@ -107,8 +163,8 @@ class Host(_Model):
     hostname: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Container(_Model):
+@model
+class Container(Model):
     """Whether capture ran inside a container, which runtime, and the image when knowable."""
 
     inside: bool = False
@@ -118,8 +174,8 @@ class Container(_Model):
     detected_by: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class GpuDevice(_Model):
+@model
+class GpuDevice(Model):
     """One NVIDIA device as NVML reports it."""
 
     index: int
@@ -129,8 +185,8 @@ class GpuDevice(_Model):
     compute_capability: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Gpu(_Model):
+@model
+class Gpu(Model):
     """NVIDIA driver and devices; ``reason`` says why nothing was found."""
 
     available: bool = False
@@ -140,8 +196,8 @@ class Gpu(_Model):
     devices: tuple[GpuDevice, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Cuda(_Model):
+@model
+class Cuda(Model):
     """The CUDA runtime, cuDNN and NCCL the frameworks would load, and where each was read."""
 
     runtime_version: str = ""
@@ -153,8 +209,8 @@ class Cuda(_Model):
     frameworks: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Package(_Model):
+@model
+class Package(Model):
     """One installed distribution and where it came from, enough to install it again."""
 
     name: str
@@ -174,8 +230,8 @@ class Package(_Model):
     reason: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Python(_Model):
+@model
+class Python(Model):
     """The interpreter the experiment runs in and every distribution installed in it."""
 
     implementation: str = ""
@@ -188,8 +244,8 @@ class Python(_Model):
     packages: tuple[Package, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class CondaPackage(_Model):
+@model
+class CondaPackage(Model):
     """One package of a conda environment, read from its conda-meta record."""
 
     name: str
@@ -202,8 +258,8 @@ class CondaPackage(_Model):
     sha256: str = ""
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Conda(_Model):
+@model
+class Conda(Model):
     """The conda environment the interpreter lives in, when it lives in one."""
 
     present: bool = False
@@ -212,8 +268,8 @@ class Conda(_Model):
     packages: tuple[CondaPackage, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Git(_Model):
+@model
+class Git(Model):
     """Git state of the project: commit, branch, remote and what differs from HEAD."""
 
     present: bool = False
@@ -229,8 +285,8 @@ class Git(_Model):
     untracked_omitted: int = 0
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class DataItem(_Model):
+@model
+class DataItem(Model):
     """A fingerprint of one data file (sha256) or directory (tree hash)."""
 
     path: str
@@ -240,8 +296,8 @@ class DataItem(_Model):
     files: int = 1
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Redaction(_Model):
+@model
+class Redaction(Model):
     """Something left out of the manifest, named with the reason, never with its value."""
 
     where: str
@@ -249,8 +305,8 @@ class Redaction(_Model):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Manifest(_Model):
+@model
+class Manifest(Model):
     """Everything about one run that can change its result."""
 
     schema: str = MANIFEST_SCHEMA
@@ -280,8 +336,8 @@ class Manifest(_Model):
     redacted: tuple[Redaction, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class OutputFile(_Model):
+@model
+class OutputFile(Model):
     """One file matched by an output glob after the command ran."""
 
     path: str
@@ -289,8 +345,8 @@ class OutputFile(_Model):
     bytes: int = 0
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Result(_Model):
+@model
+class Result(Model):
     """What a recorded command did: exit code, timing, output hashes and metrics."""
 
     schema: str = RESULT_SCHEMA
@@ -445,15 +501,17 @@ def _parse(text: str, origin: str) -> dict[str, Any]:
 
 
 def to_data(obj: Any, *, keep_defaults: bool = False) -> Any:
-    """Plain TOML-ready data: fields in order, mappings sorted by key, and fields at their
-    default value left out unless ``keep_defaults`` (comparisons need every field)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    """Plain TOML-ready data of a model: fields in order, mappings sorted by key, and fields at
+    their default value left out unless ``keep_defaults`` (comparisons need every field)."""
+    if isinstance(obj, str | int | float):  # most values: the cheapest test first
+        return obj
+    if isinstance(obj, Model):
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if not keep_defaults and f.name != "schema" and _is_default(f, value):
+        for name, default, factory in obj._init_fields:
+            value = getattr(obj, name)
+            if not keep_defaults and name != "schema" and _is_default(value, default, factory):
                 continue
-            out[f.name] = to_data(value, keep_defaults=keep_defaults)
+            out[name] = to_data(value, keep_defaults=keep_defaults)
         return out
     if isinstance(obj, Mapping):
         return {str(k): to_data(obj[k], keep_defaults=keep_defaults) for k in sorted(obj)}
@@ -462,11 +520,11 @@ def to_data(obj: Any, *, keep_defaults: bool = False) -> Any:
     return obj
 
 
-def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:
-    if f.default is not dataclasses.MISSING:
-        return bool(value == f.default)
-    if f.default_factory is not dataclasses.MISSING:
-        return bool(value == f.default_factory())
+def _is_default(value: Any, default: Any, factory: Any) -> bool:
+    if default is not dataclasses.MISSING:
+        return bool(value == default)
+    if factory is not dataclasses.MISSING:
+        return bool(value == factory())
     return False
 
 

@@ -1,28 +1,38 @@
 """Capture: ask every probe, assemble the manifest, store it, and run the recorded command.
 
-Bad input (params, data paths) is checked before any probe runs, and the slow probe (git, a
-subprocess) runs in a thread while the file-reading probes work.
+Bad input (params, data paths) is checked before any probe runs, and the slow probe (git, two
+subprocesses) is started first and collected after the file-reading probes, so it runs meanwhile.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from envsnap.config import Config
 from envsnap.errors import UsageError
-from envsnap.manifest import Command, Git, Manifest, Outputs, ParamSource, ParamValue, Result
+from envsnap.manifest import (
+    Command,
+    Git,
+    Manifest,
+    Model,
+    Outputs,
+    Param,
+    ParamSource,
+    ParamValue,
+    Result,
+    model,
+)
 from envsnap.params import flatten_params, load_params_file, merge_params, parse_cli_params
 from envsnap.redact import redact_argv, select_environment
 from envsnap.store import Store
 
 
-@dataclass(frozen=True, kw_only=True)
-class CaptureRequest:
+@model
+class CaptureRequest(Model):
     """What the user asked capture to record, before anything is probed."""
 
     name: str = ""
@@ -39,10 +49,12 @@ class CaptureRequest:
     metrics: str = ""
     argv: Sequence[str] = ()
     rerun_of: str = ""
+    # A rerun replays the parameters its original recorded, each with its recorded source.
+    recorded_params: Sequence[Param] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class CaptureContext:
+@model
+class CaptureContext(Model):
     """Where and when capture runs; passed in so nothing deep reads globals."""
 
     cwd: Path
@@ -52,8 +64,8 @@ class CaptureContext:
     config: Config
 
 
-@dataclass(frozen=True, kw_only=True)
-class CapturedRun:
+@model
+class CapturedRun(Model):
     """A stored run: its sealed manifest, its directory, and its result once a command ran."""
 
     manifest: Manifest
@@ -93,32 +105,33 @@ def build_manifest(
         layers.append(("api", flatten_params(request.api_params, origin="params")))
     if request.cli_params:
         layers.append(("cli", parse_cli_params(request.cli_params)))
+    for source in ("default", "file", "api", "cli"):
+        replayed = {p.key: p.value for p in request.recorded_params if p.source == source}
+        if replayed:
+            layers.append((source, replayed))
     params, param_redactions = merge_params(layers)
     data = data_probe.fingerprint_data(list(request.data), base=ctx.cwd)
 
-    git_result: list[tuple[Git, bytes]] = []
-    git_thread = threading.Thread(
-        target=lambda: git_result.append(
-            git_probe.capture_git(
-                ctx.cwd,
-                max_diff_bytes=ctx.config.git_max_diff_bytes,
-                max_untracked=ctx.config.git_max_untracked,
-            )
-        ),
-        daemon=True,
+    pending_git = (
+        git_probe.start_git_capture(
+            ctx.cwd,
+            max_diff_bytes=ctx.config.git_max_diff_bytes,
+            max_untracked=ctx.config.git_max_untracked,
+        )
+        if with_git and ctx.repo_root is not None
+        else None
     )
-    if with_git and ctx.repo_root is not None:
-        git_thread.start()
-
-    sections = _probe_environment(ctx)
-    argv, argv_redactions = redact_argv(request.argv)
-    selection = select_environment(ctx.env, ctx.config.env_allow)
-
-    if with_git and ctx.repo_root is not None:
-        git_thread.join()
+    try:
+        sections = _probe_environment(ctx)
+        argv, argv_redactions = redact_argv(request.argv)
+        selection = select_environment(ctx.env, ctx.config.env_allow)
+    except BaseException:
+        if pending_git is not None:
+            pending_git.cancel()
+        raise
     git, diff = (
-        git_result[0]
-        if git_result
+        pending_git.finish()
+        if pending_git is not None
         else (Git(present=False, reason="not inside a git repository"), b"")
     )
     from envsnap.store import new_run_id
@@ -159,9 +172,12 @@ def _probe_environment(ctx: CaptureContext) -> dict[str, Any]:
     from envsnap.probes import conda, container, cuda, gpu, python, system
 
     target = python.current_target(ctx.env)
-    python_section = python.capture_python(target, env=ctx.env, repo_root=ctx.repo_root)
+    installed = python.find_distributions(target.site_dirs)
+    python_section = python.capture_python(
+        target, env=ctx.env, repo_root=ctx.repo_root, installed=installed
+    )
     return {
-        "tool": python.capture_tool(target),
+        "tool": python.capture_tool(target, installed=installed),
         "host": system.capture_host(),
         "container": container.capture_container(ctx.env),
         "gpu": gpu.capture_gpu(),

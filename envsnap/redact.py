@@ -6,9 +6,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
-from envsnap.manifest import Redaction
+from envsnap.manifest import Model, Redaction, model
 
 # Variables that can change a result. Patterns are fnmatch-style and case-sensitive, as
 # environment variable names are on POSIX.
@@ -64,38 +63,38 @@ DETERMINISM_VARIABLES: tuple[str, ...] = (
     "XLA_FLAGS",
 )
 
-_SECRET_NAME = re.compile(
-    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|AUTH|COOKIE|"
-    r"SESSION|_DSN",
-    re.IGNORECASE,
+# Patterns are kept as text and compiled by ``re`` on first use (and cached there): most captures
+# need few of them, and compiling them all would sit on capture's start-up path.
+_SENSITIVE_NAME = (
+    r"(?i)TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|AUTH|COOKIE|"
+    r"SESSION|_DSN"
 )
 
-_SECRET_VALUES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("AWS access key", re.compile(r"AKIA[0-9A-Z]{16}")),
-    ("GitHub token", re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}")),
-    ("GitHub token", re.compile(r"github_pat_\w+")),
-    ("API key", re.compile(r"sk-[A-Za-z0-9_-]{16,}")),
-    ("Hugging Face token", re.compile(r"hf_[A-Za-z0-9]{20,}")),
-    ("Slack token", re.compile(r"xox[abprs]-[A-Za-z0-9-]+")),
-    ("Google API key", re.compile(r"AIza[0-9A-Za-z_-]{30,}")),
-    ("JSON web token", re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")),
-    ("private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+_SECRET_VALUES: tuple[tuple[str, str], ...] = (
+    ("AWS access key", r"AKIA[0-9A-Z]{16}"),
+    ("GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}"),
+    ("GitHub token", r"github_pat_\w+"),
+    ("API key", r"sk-[A-Za-z0-9_-]{16,}"),
+    ("Hugging Face token", r"hf_[A-Za-z0-9]{20,}"),
+    ("Slack token", r"xox[abprs]-[A-Za-z0-9-]+"),
+    ("Google API key", r"AIza[0-9A-Za-z_-]{30,}"),
+    ("JSON web token", r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
+    ("private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 )
 
-_SECRET_OPTION = re.compile(
-    r"^--?[\w-]*(api[-_]?key|token|password|passwd|secret|auth|credential|private[-_]?key|"
-    r"access[-_]?key|cookie|session)[\w-]*$",
-    re.IGNORECASE,
+_SENSITIVE_OPTION = (
+    r"(?i)^--?[\w-]*(api[-_]?key|token|password|passwd|secret|auth|credential|private[-_]?key|"
+    r"access[-_]?key|cookie|session)[\w-]*$"
 )
 
-_URL_WITH_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_SCP_LIKE_USER = re.compile(r"^[^/@:\s]+@(?=[^/:\s]+:)")
+_URL_WITH_USERINFO = r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@"
+_SCP_LIKE_USER = r"^[^/@:\s]+@(?=[^/:\s]+:)"
 
 REDACTED = "<redacted>"
 
 
-@dataclass(frozen=True, kw_only=True)
-class EnvironmentSelection:
+@model
+class EnvironmentSelection(Model):
     """The recorded variables, split into determinism settings and the rest, and what was cut."""
 
     determinism: dict[str, str]
@@ -106,7 +105,7 @@ class EnvironmentSelection:
 def secret_value_kind(value: str) -> str:
     """The kind of secret a value contains ("" when it looks like none)."""
     for kind, pattern in _SECRET_VALUES:
-        if pattern.search(value):
+        if re.search(pattern, value):
             return kind
     return ""
 
@@ -117,8 +116,8 @@ def strip_url_credentials(url: str) -> str:
     Handles a plain URL, a ``git+https://`` requirement URL, an scp-like git remote
     (``user@host:path`` -> ``host:path``) and several URLs separated by spaces.
     """
-    stripped = _URL_WITH_USERINFO.sub(r"\1", url)
-    return _SCP_LIKE_USER.sub("", stripped)
+    stripped = re.sub(_URL_WITH_USERINFO, r"\1", url)
+    return re.sub(_SCP_LIKE_USER, "", stripped)
 
 
 def has_url_credentials(url: str) -> bool:
@@ -190,7 +189,7 @@ def select_environment(
         if not allowed.matches(name):
             continue
         value = env[name]
-        if _SECRET_NAME.search(name):
+        if re.search(_SENSITIVE_NAME, name):
             redacted.append(Redaction(where="environment", name=name, reason="secret-looking name"))
             continue
         kind = secret_value_kind(value)
@@ -224,7 +223,7 @@ def redact_argv(argv: Sequence[str]) -> tuple[tuple[str, ...], tuple[Redaction, 
             expect_value_for = ""
             continue
         option, eq, _value = arg.partition("=")
-        if _SECRET_OPTION.match(option):
+        if re.match(_SENSITIVE_OPTION, option):
             if eq:
                 out.append(f"{option}={REDACTED}")
                 redacted.append(
@@ -251,7 +250,7 @@ def redact_argv(argv: Sequence[str]) -> tuple[tuple[str, ...], tuple[Redaction, 
 
 def redact_param_value(key: str, value: str) -> tuple[str, Redaction | None]:
     """Redact a string parameter whose key or value looks secret."""
-    if _SECRET_NAME.search(key.replace(".", "_")):
+    if re.search(_SENSITIVE_NAME, key.replace(".", "_")):
         return REDACTED, Redaction(where="params", name=key, reason="secret-looking name")
     kind = secret_value_kind(value)
     if kind:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envsnap.drift import SEVERITY_ORDER, DriftReport, FieldDrift, MetricDrift
 from envsnap.manifest import Manifest, Result, to_data
+
+if TYPE_CHECKING:
+    from envsnap.rerun import RerunOutcome
 
 _MAX_SHOWN = 60
 
@@ -246,3 +249,58 @@ def manifest_json(manifest: Manifest, result: Result | None) -> str:
     if result is not None:
         data["result"] = to_data(result)
     return json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n"
+
+
+# --- rerun -----------------------------------------------------------------------------------
+
+
+def _rerun_header(outcome: RerunOutcome) -> list[str]:
+    if outcome.interrupted:
+        state = "interrupted (Ctrl-C)"
+    elif outcome.timed_out:
+        state = f"stopped at the timeout (exit code {outcome.exit_code})"
+    else:
+        state = f"exit code {outcome.exit_code}"
+    lines = [f"rerun {outcome.rerun} of {outcome.original}: {state}"]
+    lines.extend(f"  note: {note}" for note in outcome.notes)
+    lines.extend(
+        f"  not supplied: {name} was redacted when the run was captured; pass --env {name}=VALUE"
+        for name in outcome.missing_env
+    )
+    return lines
+
+
+def render_rerun_text(outcome: RerunOutcome, *, show_expected: bool = False) -> str:
+    """The rerun's header (state, image, notes, what the user must supply) and its drift."""
+    verdict = (
+        "reproduced"
+        if not outcome.report.drifted("breaking")
+        else "NOT reproduced (breaking drift)"
+    )
+    header = [*_rerun_header(outcome), f"  verdict: {verdict}", ""]
+    return "\n".join(header) + render_text(outcome.report, show_expected=show_expected)
+
+
+def render_rerun_markdown(outcome: RerunOutcome, *, show_expected: bool = False) -> str:
+    """The rerun's header as a list, then the drift table."""
+    lines = [f"- {md_cell(line.strip())}" for line in _rerun_header(outcome)]
+    return "\n".join(lines) + "\n\n" + render_markdown(outcome.report, show_expected=show_expected)
+
+
+def render_rerun_json(outcome: RerunOutcome) -> str:
+    """The rerun and its drift report as one JSON object."""
+    data = {
+        "schema": "envsnap.rerun/1",
+        "original": outcome.original,
+        "rerun": outcome.rerun,
+        "directory": str(outcome.directory),
+        "image": outcome.image,
+        "image_id": outcome.image_id,
+        "exit_code": outcome.exit_code,
+        "timed_out": outcome.timed_out,
+        "interrupted": outcome.interrupted,
+        "missing_env": list(outcome.missing_env),
+        "notes": list(outcome.notes),
+        "report": report_data(outcome.report),
+    }
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

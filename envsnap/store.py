@@ -13,15 +13,16 @@ import os
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from envsnap.errors import InterruptError, ManifestError, RunNotFoundError, StoreError, UsageError
 from envsnap.manifest import (
     Manifest,
+    Model,
     Result,
     dumps_result,
+    model,
     read_manifest,
     read_result,
     seal_text,
@@ -41,8 +42,8 @@ def new_run_id(now: datetime) -> str:
     return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
 
 
-@dataclass(frozen=True, kw_only=True)
-class StoredRun:
+@model
+class StoredRun(Model):
     """A run as read back from the store (or from a manifest file given by path)."""
 
     run_id: str
@@ -124,6 +125,39 @@ class Store:
             raise _write_error(exc, self.root) from None
         finally:
             tmp.unlink(missing_ok=True)
+        return target
+
+    def import_run(self, source: Path) -> Path:
+        """Copy a run recorded elsewhere (a rerun's container store) into this store, atomically.
+
+        The manifest is verified against its digest first; an existing run is never replaced.
+        """
+        run = load_run_dir(source)
+        target = self.runs_dir / run.run_id
+        if target.exists():
+            raise StoreError(
+                f"run {run.run_id} is already in {self.root}", hint="it was imported before"
+            )
+        self._ensure_dirs()
+        tmp = self._tmp_dir / f"{run.run_id}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            tmp.mkdir()
+            for name in (MANIFEST_FILE, DIFF_FILE, RESULT_FILE):
+                if (source / name).is_file():
+                    _write_file(tmp / name, (source / name).read_bytes())
+            _fsync_dir(tmp)
+            tmp.rename(target)
+            _fsync_dir(self.runs_dir)
+        except KeyboardInterrupt:
+            raise InterruptError(
+                "interrupted while storing the rerun; nothing was stored",
+                hint="run the command again",
+            ) from None
+        except OSError as exc:
+            raise _write_error(exc, self.root) from None
+        finally:
+            if tmp.exists():
+                _remove_tree(tmp)
         return target
 
     def _ensure_dirs(self) -> None:

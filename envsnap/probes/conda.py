@@ -14,9 +14,9 @@ from envsnap.redact import clean_url
 
 # Hosts whose channels conda itself names by their path ("conda-forge", "pkgs/main").
 _NAMED_CHANNEL_HOSTS = frozenset({"conda.anaconda.org", "repo.anaconda.com", "repo.continuum.io"})
-_SUBDIR = re.compile(r"^(noarch|(linux|osx|win|zos|emscripten|wasi|freebsd)-[a-z0-9_]+)$")
+_SUBDIR = r"^(noarch|(linux|osx|win|zos|emscripten|wasi|freebsd)-[a-z0-9_]+)$"
 # anaconda.org tokens travel in the path: https://conda.anaconda.org/t/<token>/channel/...
-_TOKEN_SEGMENT = re.compile(r"/t/[^/]+(?=/)")
+_TOKEN_SEGMENT = r"/t/[^/]+(?=/)"  # noqa: S105 (a pattern, not a secret)
 
 
 def capture_conda(prefix: Path) -> Conda:
@@ -49,7 +49,7 @@ def environment_name(prefix: Path) -> str:
 
 def clean_conda_url(url: str) -> str:
     """A channel or package URL without user-info and without an anaconda.org ``/t/<token>``."""
-    return _TOKEN_SEGMENT.sub("", clean_url(url), count=1)
+    return re.sub(_TOKEN_SEGMENT, "", clean_url(url), count=1)
 
 
 def channel_name(channel: str, url: str, subdir: str) -> str:
@@ -61,7 +61,7 @@ def channel_name(channel: str, url: str, subdir: str) -> str:
         return channel
     cleaned = clean_conda_url(channel).rstrip("/")
     head, _, last = cleaned.rpartition("/")
-    if last == subdir or _SUBDIR.match(last):
+    if last == subdir or re.match(_SUBDIR, last):
         cleaned = head
     from urllib.parse import urlsplit, urlunsplit  # only inside a conda environment
 

@@ -8,38 +8,41 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from envsnap.manifest import Cuda, Package
+from envsnap.manifest import Cuda, Model, Package, model
 
 DEFAULT_SYSTEM_ROOTS: tuple[Path, ...] = (Path("/usr/local/cuda"), Path("/opt/cuda"), Path("/usr"))
 
+# Patterns are kept as text and compiled by ``re`` on first use (and cached there): an environment
+# without CUDA needs few of them, and compiling all would sit on capture's start-up path.
 # NVIDIA's wheels: nvidia-cuda-runtime-cu12 (cu11, ...), and unsuffixed names from CUDA 13 on.
 _WHEELS = {
-    "runtime": re.compile(r"^nvidia-cuda-runtime(?:-cu(\d+))?$"),
-    "cudnn": re.compile(r"^nvidia-cudnn(?:-cu(\d+))?$"),
-    "nccl": re.compile(r"^nvidia-nccl(?:-cu(\d+))?$"),
+    "runtime": r"^nvidia-cuda-runtime(?:-cu(\d+))?$",
+    "cudnn": r"^nvidia-cudnn(?:-cu(\d+))?$",
+    "nccl": r"^nvidia-nccl(?:-cu(\d+))?$",
 }
 # Where each library sits inside site-packages/nvidia/<component>/lib.
 _LIBRARIES = {
-    "runtime": re.compile(r"^libcudart\.so\.(\d+(?:\.\d+)*)$"),
-    "cudnn": re.compile(r"^libcudnn\.so\.(\d+(?:\.\d+)*)$"),
-    "nccl": re.compile(r"^libnccl\.so\.(\d+(?:\.\d+)*)$"),
+    "runtime": r"^libcudart\.so\.(\d+(?:\.\d+)*)$",
+    "cudnn": r"^libcudnn\.so\.(\d+(?:\.\d+)*)$",
+    "nccl": r"^libnccl\.so\.(\d+(?:\.\d+)*)$",
 }
 # Packages whose name says which CUDA major they were built for.
 _CUDA_NAMED_PACKAGES = {
-    "jax": re.compile(r"^jax-cuda(\d+)-(?:plugin|pjrt)$"),
-    "cupy": re.compile(r"^cupy-cuda(\d+)x?$"),
+    "jax": r"^jax-cuda(\d+)-(?:plugin|pjrt)$",
+    "cupy": r"^cupy-cuda(\d+)x?$",
 }
-_TORCH_CUDA = re.compile(r"""^cuda\s*(?::[^=\n]*)?=\s*['"]([^'"]+)['"]""", re.MULTILINE)
+# No name matching _WHEELS or _CUDA_NAMED_PACKAGES lacks one of these prefixes.
+_CUDA_NAME_PREFIXES = ("nvidia-", "jax-cuda", "cupy-cuda")
+_TORCH_CUDA = r"""(?m)^cuda\s*(?::[^=\n]*)?=\s*['"]([^'"]+)['"]"""
 _TF_KEY = r"""['"]{key}['"]\s*:\s*['"]([^'"]*)['"]"""
 _DEFINE = r"^#define\s+{name}\s+(\d+)"
-_VERSION_TXT = re.compile(r"CUDA Version\s+(\d+(?:\.\d+)*)")
+_VERSION_TXT = r"CUDA Version\s+(\d+(?:\.\d+)*)"
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Reading:
+@model
+class _Reading(Model):
     version: str
     source: str
 
@@ -66,9 +69,11 @@ def _capture(
 ) -> Cuda:
     frameworks: dict[str, str] = {}
     framework_readings: dict[str, _Reading] = {}
+    # Most environments have no such package, and then no name pattern is ever compiled.
+    cuda_packages = [p for p in packages if p.name.startswith(_CUDA_NAME_PREFIXES)]
     torch_text = _read_first(site_dirs, ("torch", "version.py"))
     if torch_text is not None:
-        match = _TORCH_CUDA.search(torch_text)
+        match = re.search(_TORCH_CUDA, torch_text)
         if match:
             frameworks["torch"] = match.group(1)
             framework_readings["runtime"] = _Reading(
@@ -86,9 +91,9 @@ def _capture(
             )
         if cudnn_version:
             framework_readings["cudnn"] = _Reading(version=cudnn_version, source=tf_source)
-    for package in packages:
+    for package in cuda_packages:
         for framework, pattern in _CUDA_NAMED_PACKAGES.items():
-            match = pattern.match(package.name)
+            match = re.match(pattern, package.name)
             if match:
                 frameworks.setdefault(framework, match.group(1))
 
@@ -96,7 +101,7 @@ def _capture(
     readings: dict[str, _Reading] = {}
     for component in ("runtime", "cudnn", "nccl"):
         reading = (
-            _from_wheels(component, packages, wanted_major)
+            _from_wheels(component, cuda_packages, wanted_major)
             or framework_readings.get(component)
             or _from_library_names(component, site_dirs)
             or _from_system(component, _roots(env, system_roots))
@@ -122,7 +127,7 @@ def _from_wheels(component: str, packages: Sequence[Package], wanted_major: str)
     """The NVIDIA wheel for ``component``; with several, the one for the frameworks' CUDA major."""
     candidates: list[tuple[str, Package]] = []
     for package in packages:
-        match = _WHEELS[component].match(package.name)
+        match = re.match(_WHEELS[component], package.name)
         if match and package.version:
             candidates.append((match.group(1) or package.version.split(".")[0], package))
     if not candidates:
@@ -148,7 +153,7 @@ def _from_library_names(component: str, site_dirs: Sequence[Path]) -> _Reading |
             except OSError:
                 continue
             for name in names:
-                match = pattern.match(name)
+                match = re.match(pattern, name)
                 if match:
                     found.append((match.group(1), f"nvidia/{package}/lib/{name}"))
         if found:
@@ -193,7 +198,7 @@ def _toolkit_version(root: Path) -> _Reading | None:
             return _Reading(version=version, source=str(root / "version.json"))
     text = _read(root / "version.txt")
     if text is not None:
-        match = _VERSION_TXT.search(text)
+        match = re.search(_VERSION_TXT, text)
         if match:
             return _Reading(version=match.group(1), source=str(root / "version.txt"))
     return None

@@ -8,14 +8,13 @@ import dataclasses
 import functools
 import hashlib
 import os
-import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import IO
 
-from envsnap.manifest import Git
+from envsnap.manifest import Git, Model, model
 from envsnap.redact import clean_url
 
 DEFAULT_MAX_DIFF_BYTES = 8 * 1024 * 1024
@@ -27,6 +26,9 @@ _CHUNK = 64 * 1024
 # Capture must not take the index lock (a training job may run while the user commits), and
 # messages are matched in English.
 _GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+_STATUS_ARGS = ("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
+# Every remote's URL in one call; which one is the upstream's is decided after status.
+_REMOTE_URLS_ARGS = ("config", "-z", "--get-regexp", r"^remote\..*\.url$")
 # A patch that `git apply` can take back, whatever diff settings the user's config has.
 _DIFF_ARGS = (
     "diff",
@@ -41,8 +43,8 @@ _DIFF_ARGS = (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Status:
+@model
+class _Status(Model):
     commit: str = ""
     branch: str = ""
     upstream: str = ""
@@ -52,8 +54,17 @@ class _Status:
 
 @functools.cache
 def git_executable() -> str | None:
-    """The git executable on PATH, looked up once per process; None when git is not installed."""
-    return shutil.which("git")
+    """The git executable on PATH, looked up once per process; None when git is not installed.
+
+    shutil.which's search, written out: importing shutil loads bz2 and lzma for its archive
+    helpers, a few milliseconds of capture's start-up. Like capture itself (``os.uname``) this
+    assumes POSIX; an empty PATH entry (the working directory) is not searched.
+    """
+    for directory in os.get_exec_path():
+        candidate = os.path.join(directory, "git")
+        if directory and os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def find_repo_root(cwd: Path) -> Path | None:
@@ -76,50 +87,134 @@ def capture_git(
     max_untracked: int = DEFAULT_MAX_UNTRACKED,
 ) -> tuple[Git, bytes]:
     """The [git] section and the bytes of ``git diff HEAD --binary`` (bounded). Never raises."""
-    git = git_executable()
-    if git is None:
-        return Git(present=False, reason="git is not installed (not found on PATH)"), b""
-    try:
-        return _capture(git, cwd, max_diff_bytes, max_untracked)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return Git(present=False, reason=f"git could not be run: {exc}"), b""
+    pending = start_git_capture(cwd, max_diff_bytes=max_diff_bytes, max_untracked=max_untracked)
+    return pending.finish()
 
 
-def _capture(git: str, cwd: Path, max_diff_bytes: int, max_untracked: int) -> tuple[Git, bytes]:
-    code, out, err = _run(
-        git, cwd, ("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
-    )
-    if code != 0:
-        if "not a git repository" in err:
-            return Git(present=False, reason="not inside a git repository"), b""
-        return Git(present=False, reason=f"git status failed: {_tail(err)}"), b""
-    status = _parse_status(out)
-    if not status.commit:
-        return Git(present=False, reason="the git repository has no commits yet"), b""
+def start_git_capture(
+    cwd: Path,
+    *,
+    max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES,
+    max_untracked: int = DEFAULT_MAX_UNTRACKED,
+) -> PendingGit:
+    """Start git's commands for the [git] section; ``finish()`` on the result collects them.
 
-    untracked = sorted(status.untracked)
-    kept = untracked[: max(max_untracked, 0)]
-    section = Git(
-        present=True,
-        commit=status.commit,
-        branch=status.branch,
-        remote_url=_remote_url(git, cwd, status.upstream),
-        dirty=status.dirty,
-        untracked=tuple(kept),
-        untracked_omitted=len(untracked) - len(kept),
-    )
-    if not status.dirty:
-        return section, b""
+    Capture probes everything else in between, so git runs on another core meanwhile. Reading
+    git later on the caller's thread, rather than running it in a thread, matters: a thread
+    waiting on git must win the GIL back from the busy probes after every read, up to a switch
+    interval (5 ms) each time. Never raises.
+    """
+    return PendingGit(cwd, max_diff_bytes=max_diff_bytes, max_untracked=max_untracked)
 
-    diff, truncated, failure = _read_diff(git, cwd, max_diff_bytes)
-    section = dataclasses.replace(
-        section,
-        reason=failure,
-        diff_sha256=hashlib.sha256(diff).hexdigest() if diff else "",
-        diff_bytes=len(diff),
-        diff_truncated=truncated,
-    )
-    return section, diff
+
+class PendingGit:
+    """The [git] section while its git commands run; see ``start_git_capture``."""
+
+    def __init__(self, cwd: Path, *, max_diff_bytes: int, max_untracked: int) -> None:
+        self._cwd = cwd
+        self._max_diff_bytes = max_diff_bytes
+        self._max_untracked = max_untracked
+        self._git = git_executable()
+        self._status: _Started | None = None
+        self._remotes: _Started | None = None
+        self._failure = ""
+        if self._git is None:
+            self._failure = "git is not installed (not found on PATH)"
+            return
+        try:
+            self._status = _Started(self._git, cwd, _STATUS_ARGS)
+            # Alongside status, not after it: which remote is the upstream's is known only from
+            # status, so every remote's URL is read and the choice made later.
+            self._remotes = _Started(self._git, cwd, _REMOTE_URLS_ARGS)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.cancel()
+            self._failure = f"git could not be run: {exc}"
+
+    def finish(self) -> tuple[Git, bytes]:
+        """The [git] section and the diff bytes, once git is done. Never raises."""
+        if self._git is None or self._status is None or self._remotes is None:
+            return Git(present=False, reason=self._failure), b""
+        try:
+            return self._collect(self._git, self._status, self._remotes)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return Git(present=False, reason=f"git could not be run: {exc}"), b""
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop and reap whatever git still runs (nothing, once ``finish`` returned)."""
+        for command in (self._status, self._remotes):
+            if command is not None:
+                command.cancel()
+
+    def _collect(self, git: str, status_command: _Started, remotes: _Started) -> tuple[Git, bytes]:
+        code, out, err = status_command.wait()
+        if code != 0:
+            if "not a git repository" in err:
+                return Git(present=False, reason="not inside a git repository"), b""
+            return Git(present=False, reason=f"git status failed: {_tail(err)}"), b""
+        status = _parse_status(out)
+        if not status.commit:
+            return Git(present=False, reason="the git repository has no commits yet"), b""
+
+        untracked = sorted(status.untracked)
+        kept = untracked[: max(self._max_untracked, 0)]
+        section = Git(
+            present=True,
+            commit=status.commit,
+            branch=status.branch,
+            remote_url=_remote_url(remotes.wait(), status.upstream),
+            dirty=status.dirty,
+            untracked=tuple(kept),
+            untracked_omitted=len(untracked) - len(kept),
+        )
+        if not status.dirty:
+            return section, b""
+
+        diff, truncated, failure = _read_diff(git, self._cwd, self._max_diff_bytes)
+        section = dataclasses.replace(
+            section,
+            reason=failure,
+            diff_sha256=hashlib.sha256(diff).hexdigest() if diff else "",
+            diff_bytes=len(diff),
+            diff_truncated=truncated,
+        )
+        return section, diff
+
+
+class _Started:
+    """One git command running in the background, its output read by ``wait``."""
+
+    def __init__(self, git: str, cwd: Path, args: Sequence[str]) -> None:
+        self._name = args[0]
+        self._process: subprocess.Popen[bytes] | None = None
+        # A cwd that does not exist is reported by Python as a missing file; wait() says so.
+        with contextlib.suppress(FileNotFoundError):
+            self._process = subprocess.Popen(
+                [git, *args],
+                cwd=cwd,
+                env=_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+
+    def wait(self) -> tuple[int, bytes, str]:
+        """Exit code, stdout and stderr; a timeout or a missing cwd as a failed exit."""
+        if self._process is None:
+            return 128, b"", "not a git repository (the directory does not exist)"
+        try:
+            out, err = self._process.communicate(timeout=_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            return 124, b"", f"git {self._name} timed out after {_TIMEOUT_S:.0f} s"
+        return self._process.returncode, out, err.decode("utf-8", errors="replace")
+
+    def cancel(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(OSError):
+                self._process.kill()
+            self._process.communicate()
 
 
 def _parse_status(out: bytes) -> _Status:
@@ -153,10 +248,10 @@ def _parse_status(out: bytes) -> _Status:
     )
 
 
-def _remote_url(git: str, cwd: Path, upstream: str) -> str:
-    # One call for every remote's URL: remote names may hold "/", so the upstream's remote is
-    # the longest remote name that prefixes "remote/branch".
-    code, out, _err = _run(git, cwd, ("config", "-z", "--get-regexp", r"^remote\..*\.url$"))
+def _remote_url(config: tuple[int, bytes, str], upstream: str) -> str:
+    """The upstream's remote URL from ``git config --get-regexp`` over every remote's URL: remote
+    names may hold "/", so the upstream's remote is the longest name prefixing "remote/branch"."""
+    code, out, _err = config
     if code != 0:
         return ""
     urls: dict[str, str] = {}
@@ -212,25 +307,6 @@ def _read_diff(git: str, cwd: Path, limit: int) -> tuple[bytes, bool, str]:
         if truncated or code == 0:
             return diff, truncated, ""
         return diff, False, f"git diff failed: {_tail(_read_all(stderr))}"
-
-
-def _run(git: str, cwd: Path, args: Sequence[str]) -> tuple[int, bytes, str]:
-    try:
-        done = subprocess.run(
-            [git, *args],
-            cwd=cwd,
-            env=_environment(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return 124, b"", f"git {args[0]} timed out after {_TIMEOUT_S:.0f} s"
-    except FileNotFoundError:
-        # A cwd that does not exist is reported by Python as a missing file.
-        return 128, b"", "not a git repository (the directory does not exist)"
-    return done.returncode, done.stdout, done.stderr.decode("utf-8", errors="replace")
 
 
 def _environment() -> dict[str, str]:

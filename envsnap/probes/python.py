@@ -7,11 +7,10 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from envsnap.manifest import Package, PackageSource, Python, Tool
+from envsnap.manifest import Model, Package, PackageSource, Python, Tool, model
 from envsnap.redact import clean_url
 
 DEFAULT_INDEX_URLS = frozenset(
@@ -46,16 +45,17 @@ TOOL_NAME = "envsnap"
 _NORMALIZE = re.compile(r"[-_.]+")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")
 _VERSION = re.compile(r"^[0-9!][A-Za-z0-9.!+_]*$")
-_PATCHLEVEL = re.compile(r'^#define\s+PY_VERSION\s+"([^"]+)"', re.MULTILINE)
-_VERSION_PREFIX = re.compile(r"^\d+(?:\.\d+){0,2}")
+# Only an environment described from its files needs these: compiled by ``re`` on first use.
+_PATCHLEVEL = r'(?m)^#define\s+PY_VERSION\s+"([^"]+)"'
+_VERSION_PREFIX = r"^\d+(?:\.\d+){0,2}"
 
 # Within one site directory a project may leave several kinds of metadata; the modern one wins.
 _KIND_RANK = {"dist-info": 0, "egg-info": 1, "egg-link": 2}
 _Kind = Literal["dist-info", "egg-info", "egg-link"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class PythonTarget:
+@model
+class PythonTarget(Model):
     """The interpreter to describe: what it is, where it lives and where its packages are."""
 
     implementation: str
@@ -66,8 +66,8 @@ class PythonTarget:
     site_dirs: tuple[Path, ...]  # in import order: the first holding a distribution wins
 
 
-@dataclass(frozen=True, kw_only=True)
-class FoundDistribution:
+@model
+class FoundDistribution(Model):
     """Where one distribution's metadata lies (dist-info, egg-info or the project an egg-link
     names), before its files are read."""
 
@@ -198,7 +198,7 @@ def _read_pyvenv_cfg(path: Path) -> dict[str, str]:
 def _version_from_cfg(cfg: Mapping[str, str]) -> str:
     # venv writes "version = 3.11.7"; uv and virtualenv write "version_info = 3.11.7[.final.0]".
     for key in ("version", "version_info"):
-        match = _VERSION_PREFIX.match(cfg.get(key, ""))
+        match = re.match(_VERSION_PREFIX, cfg.get(key, ""))
         if match:
             return match.group(0)
     return ""
@@ -242,7 +242,7 @@ def _version_from_files(prefix: Path, lib_dirs: Sequence[Path]) -> str:
     for lib_dir in lib_dirs:
         header = prefix / "include" / lib_dir.name / "patchlevel.h"
         try:
-            match = _PATCHLEVEL.search(header.read_text(encoding="utf-8", errors="replace"))
+            match = re.search(_PATCHLEVEL, header.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             continue
         if match:
@@ -590,8 +590,8 @@ def _conda_names(prefix: Path) -> frozenset[str]:
 # --- index configuration --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class IndexConfig:
+@model
+class IndexConfig(Model):
     """The package indexes pip or uv would install from, credentials already stripped."""
 
     index_url: str = ""  # "" when it is the default PyPI
@@ -642,7 +642,9 @@ def read_index_config(env: Mapping[str, str], config_files: Sequence[Path]) -> I
 def _read_pip_config(path: Path) -> dict[str, str]:
     """``index-url``/``extra-index-url`` from one pip config; ``[install]`` beats ``[global]``."""
     text = _read_small(path)
-    if text is None:
+    # Neither key can be in a file without "index" in it (keys are compared lowercased): skip
+    # importing configparser for the common pip.conf that sets only a certificate or timeout.
+    if text is None or "index" not in text.lower():
         return {}
     import configparser
 
@@ -694,8 +696,12 @@ def capture_python(
     env: Mapping[str, str],
     pip_config_files: Sequence[Path] | None = None,
     repo_root: Path | None = None,
+    installed: Mapping[str, FoundDistribution] | None = None,
 ) -> Python:
-    """The [python] section: interpreter, environment kind, indexes and every distribution."""
+    """The [python] section: interpreter, environment kind, indexes and every distribution.
+
+    ``installed`` is ``find_distributions(target.site_dirs)`` when the caller already has it.
+    """
     kind = env_kind(target.prefix)
     conda_names = _conda_names(target.prefix) if kind == "conda" else frozenset()
     files = (
@@ -706,7 +712,9 @@ def capture_python(
     config = read_index_config(env, files)
     packages = [
         _with_local_label_index(_describe(dist, repo_root, conda_names), config)
-        for key, dist in find_distributions(target.site_dirs).items()
+        for key, dist in (
+            installed if installed is not None else find_distributions(target.site_dirs)
+        ).items()
         if key != TOOL_NAME
     ]
     packages.sort(key=lambda p: (p.name, p.version))
@@ -722,10 +730,19 @@ def capture_python(
     )
 
 
-def capture_tool(target: PythonTarget) -> Tool:
-    """The envsnap writing the manifest: the running interpreter's install, else the target's."""
+def capture_tool(
+    target: PythonTarget, *, installed: Mapping[str, FoundDistribution] | None = None
+) -> Tool:
+    """The envsnap writing the manifest: the running interpreter's install, else the target's.
+
+    ``installed`` is ``find_distributions(target.site_dirs)`` when the caller already has it:
+    when envsnap runs from the target itself, as it usually does, nothing is scanned twice.
+    """
     site_dirs = _unique_dirs((*running_target().site_dirs, *target.site_dirs))
-    dist = find_distributions(site_dirs).get(TOOL_NAME)
+    if installed is not None and site_dirs == target.site_dirs:
+        dist = installed.get(TOOL_NAME)
+    else:
+        dist = find_distributions(site_dirs).get(TOOL_NAME)
     if dist is None:
         from envsnap import __version__
 

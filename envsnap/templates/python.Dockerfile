@@ -22,7 +22,9 @@ RUN --mount=type=secret,id=pip-ca --mount=type=secret,id=pip-conf \
  && /opt/envsnap/bin/python -m pip install --no-deps /envsnap/tool/${tool_wheel} \
  && ln -s /opt/envsnap/bin/envsnap /usr/local/bin/envsnap
 
+# VIRTUAL_ENV tells envsnap (and tools like it) which environment the experiment runs in.
 ENV PATH=/opt/venv/bin:$$PATH \
+    VIRTUAL_ENV=/opt/venv \
     ENVSNAP_IMAGE=${image_ref}
 LABEL ${labels}
 USER envsnap

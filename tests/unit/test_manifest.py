@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import pytest
 
 from envsnap.errors import ManifestError
 from envsnap.manifest import (
     Manifest,
+    Model,
     Package,
     Param,
     Result,
@@ -17,6 +19,7 @@ from envsnap.manifest import (
     dumps_result,
     loads_manifest,
     loads_result,
+    model,
     seal,
     seal_text,
 )
@@ -150,3 +153,46 @@ class TestResult:
         sealed = seal(sample_manifest(params=(Param(key="layers", value=(64, 32), source="file"),)))
         again = loads_manifest(dumps_manifest(sealed), "m.toml")
         assert again.params[0].value == (64, 32)
+
+
+class TestModels:
+    def test_fields_cannot_be_assigned_or_deleted(self) -> None:
+        """A model is frozen: assigning or deleting a field raises FrozenInstanceError."""
+        package = Package(name="numpy", version="2.1.0")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            package.version = "2.2.0"  # type: ignore[misc]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            del package.version
+
+    def test_construction_names_a_missing_or_unknown_keyword(self) -> None:
+        """A missing required field or an unknown keyword is a TypeError naming it."""
+        with pytest.raises(TypeError, match="missing required keyword-only argument: 'version'"):
+            Package(name="numpy")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="unexpected keyword argument 'versoin'"):
+            Package(name="numpy", versoin="2.1.0")  # type: ignore[call-arg]
+
+    def test_defaults_and_factories_fill_what_is_not_given(self) -> None:
+        """Fields left out take their default; factory defaults are fresh for each instance."""
+        a, b = sample_manifest(), sample_manifest()
+        package = Package(name="numpy", version="2.1.0")
+        assert (package.source, package.reinstallable) == ("index", True)
+        assert a.tags == {} and a.tags is not b.tags
+
+    def test_equality_hash_repr_and_replace_follow_the_fields(self) -> None:
+        """Equal fields make equal, equally hashed models; replace and repr work as on any
+        dataclass."""
+        package = Package(name="numpy", version="2.1.0")
+        same = Package(name="numpy", version="2.1.0")
+        assert package == same and hash(package) == hash(same)
+        newer = dataclasses.replace(package, version="2.2.0")
+        assert newer != package and newer.name == "numpy"
+        assert repr(package).startswith("Package(name='numpy', version='2.1.0', source='index'")
+
+    def test_a_pseudo_field_is_refused(self) -> None:
+        """A ClassVar in a model class is refused when the class is made, not when it is used."""
+        with pytest.raises(TypeError, match="ClassVar or InitVar"):
+
+            @model
+            class _WithClassVar(Model):
+                limit: ClassVar[int] = 3
+                name: str = ""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from envsnap.manifest import Package
 from envsnap.probes.python import (
+    FoundDistribution,
     PythonTarget,
     capture_python,
     capture_tool,
@@ -351,6 +352,18 @@ class TestIndexConfig:
             "https://uv.example/simple"
         )
 
+    def test_keys_are_matched_whatever_their_case(self, tmp_path: Path) -> None:
+        """``INDEX_URL`` in a pip config is index-url, as pip's case-insensitive keys read it."""
+        conf = tmp_path / "pip.conf"
+        conf.write_text("[global]\nINDEX_URL = https://upper.example/simple\n")
+        assert read_index_config({}, [conf]).index_url == "https://upper.example/simple"
+
+    def test_config_without_index_keys_contributes_nothing(self, tmp_path: Path) -> None:
+        """A pip config that sets only other options (a certificate, a timeout) adds no index."""
+        conf = tmp_path / "pip.conf"
+        conf.write_text("[global]\ncert = /etc/ssl/certs/ca.crt\ntimeout = 60\n")
+        assert read_index_config({}, [conf]) == read_index_config({}, [])
+
     def test_malformed_config_file_is_ignored(self, tmp_path: Path) -> None:
         """A config file that does not parse contributes nothing and raises nothing."""
         conf = tmp_path / "pip.conf"
@@ -458,6 +471,30 @@ class TestTool:
 
         assert tool.version == envsnap.__version__
         assert tool.source in ("index", "editable", "local")
+
+    def test_distributions_already_found_are_not_scanned_again(self) -> None:
+        """Given the running interpreter's distributions, capture_tool answers from them."""
+        running = current_target({})
+        found = find_distributions(running.site_dirs)
+        assert capture_tool(running, installed=found) == capture_tool(running)
+        stand_in = FoundDistribution(
+            name="envsnap", version="9.9", kind="egg-link", path=Path("/nonexistent")
+        )
+        assert capture_tool(running, installed={"envsnap": stand_in}).version == "9.9"
+
+    def test_distributions_of_another_target_are_not_taken_for_the_tool(
+        self, tmp_path: Path
+    ) -> None:
+        """For a target apart from the running interpreter, its distributions are not enough:
+        the running interpreter's site directories come first."""
+        make_venv(tmp_path / "venv")
+        other = target_for_prefix(tmp_path / "venv")
+        stand_in = FoundDistribution(
+            name="envsnap", version="9.9", kind="egg-link", path=Path("/nonexistent")
+        )
+        tool = capture_tool(other, installed={"envsnap": stand_in})
+        assert tool == capture_tool(other)
+        assert tool.version != "9.9"
 
 
 class TestSpeed:

@@ -1,0 +1,503 @@
+"""``envsnap rerun``: a recorded run again, in its pinned image, and the drift it shows.
+
+On the host: check the run can be rerun (command, code, GPUs, data), get its image (reused or
+built), materialise the recorded commit and diff in a scratch directory, and run the container:
+no privileges, no network unless asked, code and data mounted, a scratch store. Inside, the
+image's own envsnap replays the run (``envsnap _replay``): it captures the container's
+environment as a new run with ``rerun_of`` set, runs the recorded command and writes the result.
+Back on the host the new run joins the store and is compared with the original.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from envsnap.config import MetricTolerance
+from envsnap.errors import EnvsnapError, InterruptError, UsageError
+from envsnap.manifest import Gpu, Manifest, Result
+from envsnap.redact import REDACTED
+
+if TYPE_CHECKING:
+    from envsnap.build import BuildOptions, BuiltImage
+    from envsnap.config import Config
+    from envsnap.drift import DriftReport
+    from envsnap.engine import Engine
+    from envsnap.store import Store, StoredRun
+
+CONTAINER_CODE = "/work"
+CONTAINER_ORIGINAL = "/envsnap/original"
+CONTAINER_STORE = "/envsnap/store"
+IMAGE_UID = 10001  # the non-root user Dockerfile.base creates
+EXIT_INTERRUPTED = 130
+_TAIL_LINES = 40
+
+# Facts a rerun changes by construction: it works in a detached scratch checkout.
+RERUN_EXPECTED: Mapping[str, str] = {
+    "git.branch": "expected",
+    "git.remote_url": "expected",
+    "git.untracked": "expected",
+    "git.untracked_omitted": "expected",
+}
+
+# The oldest driver each CUDA major runs on (minor-version compatibility), and the driver each
+# toolkit release shipped with (below it, PTX JIT and some features fail). From NVIDIA's CUDA
+# toolkit release notes, table "CUDA Toolkit and Corresponding Driver Versions" (Linux).
+CUDA_MAJOR_MIN_DRIVER: Mapping[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+CUDA_TOOLKIT_DRIVER: Mapping[str, str] = {
+    "11.0": "450.36.06",
+    "11.1": "455.23",
+    "11.2": "460.27.03",
+    "11.3": "465.19.01",
+    "11.4": "470.42.01",
+    "11.5": "495.29.05",
+    "11.6": "510.39.01",
+    "11.7": "515.43.04",
+    "11.8": "520.61.05",
+    "12.0": "525.60.13",
+    "12.1": "530.30.02",
+    "12.2": "535.54.03",
+    "12.3": "545.23.06",
+    "12.4": "550.54.14",
+    "12.5": "555.42.02",
+    "12.6": "560.28.03",
+    "12.8": "570.26",
+    "12.9": "575.51.03",
+    "13.0": "580.65.06",
+}
+_GPUS = re.compile(r"^(?:all|none|[1-9][0-9]{0,2}|device=[0-9A-Za-z,-]+)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class GpuError(UsageError):
+    """GPUs were asked for (or the run needs them) and this host cannot provide them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerunOptions:
+    """What the user asked of the rerun."""
+
+    gpus: str = ""  # "": as many as the original used; "none": none; all | N | device=...
+    timeout_s: float | None = None
+    tolerance: MetricTolerance | None = None
+    network: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerunOutcome:
+    """What a rerun did and the drift it found."""
+
+    original: str
+    rerun: str
+    directory: Path
+    image: str
+    image_id: str
+    exit_code: int
+    timed_out: bool = False
+    interrupted: bool = False
+    missing_env: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    report: DriftReport
+
+
+# --- checks before anything runs ---------------------------------------------------------------
+
+
+def check_rerunnable(manifest: Manifest) -> None:
+    """Refuse a run that recorded no command, or one whose command line lost a redacted value."""
+    argv = manifest.command.argv
+    if not argv:
+        raise UsageError(
+            f"run {manifest.run_id} recorded no command, so there is nothing to rerun",
+            hint="capture with 'envsnap capture ... -- CMD' to make a run rerunnable",
+        )
+    if any(REDACTED in arg for arg in argv):
+        raise UsageError(
+            f"the command of run {manifest.run_id} had secret values that were redacted when it "
+            "was captured, so it cannot be rerun as recorded",
+            hint="pass secrets through environment variables (rerun --env NAME=VALUE) instead "
+            "of the command line",
+        )
+    cwd = PurePosixPath(manifest.command.cwd or ".")
+    if cwd.is_absolute() or ".." in cwd.parts:
+        raise UsageError(
+            f"run {manifest.run_id} records the working directory {str(cwd)!r}, which is not "
+            "inside its repository",
+            hint="capture from inside the repository",
+        )
+
+
+def parse_env_options(items: Sequence[str]) -> dict[str, str]:
+    """``["HF_TOKEN=..."]`` -> ``{"HF_TOKEN": "..."}``, for --env."""
+    values: dict[str, str] = {}
+    for position, item in enumerate(items, start=1):
+        name, eq, value = item.partition("=")
+        if not eq or not _ENV_NAME.match(name):
+            # Not echoed: a malformed --env may well be a secret typed without its name.
+            raise UsageError(
+                f"--env number {position} is not NAME=VALUE with a valid variable name",
+                hint="write it as --env NAME=VALUE",
+            )
+        values[name] = value
+    return values
+
+
+def missing_environment(manifest: Manifest, supplied: Mapping[str, str]) -> tuple[str, ...]:
+    """Variables the original had but whose values were redacted, and --env did not supply."""
+    return tuple(
+        sorted(
+            {
+                r.name
+                for r in manifest.redacted
+                if r.where == "environment" and r.name not in supplied
+            }
+        )
+    )
+
+
+def choose_gpus(original: Gpu, asked: str, host: Callable[[], Gpu]) -> str | None:
+    """The value of ``docker run --gpus``, or None for none; GpuError when the host lacks them.
+
+    ``host`` probes this host's GPUs; it is only called when GPUs are wanted.
+    """
+    if asked and not _GPUS.match(asked):
+        raise UsageError(
+            f"--gpus {asked!r} is not all, none, a count or device=ID[,ID]",
+            hint="for example --gpus all, --gpus 2 or --gpus device=0,1",
+        )
+    if asked == "none":
+        return None
+    used = len(original.devices)
+    if not asked and used == 0:
+        return None
+    wanted = asked or str(used)
+    found = host()
+    if not found.available:
+        why = f" ({found.reason})" if found.reason else ""
+        if asked:
+            raise GpuError(
+                f"--gpus {asked} was asked for, but this host has no usable NVIDIA GPU{why}",
+                hint="rerun on a host with GPUs, or leave out --gpus",
+            )
+        raise GpuError(
+            f"the original run used {used} GPU(s) ({_device_names(original)}), but this host has "
+            f"no usable NVIDIA GPU{why}",
+            hint="rerun on a host with GPUs, or pass --gpus none to run on the CPU anyway",
+        )
+    if wanted.isdigit() and int(wanted) > len(found.devices):
+        raise GpuError(
+            f"{wanted} GPU(s) are needed but this host has {len(found.devices)}",
+            hint="pass --gpus with fewer devices, or rerun on a bigger host",
+        )
+    return wanted
+
+
+def check_driver(cuda_runtime: str, host: Gpu) -> str:
+    """A GpuError when the host driver is too old for the image's CUDA runtime; a note (or "")
+    when it meets the major's minimum but not the toolkit's own driver."""
+    if not cuda_runtime or not host.available or not host.driver_version:
+        return ""
+    parts = cuda_runtime.split(".")
+    if not parts[0].isdigit():
+        return ""
+    major_min = CUDA_MAJOR_MIN_DRIVER.get(int(parts[0]))
+    driver = host.driver_version
+    if major_min and _version_tuple(driver) < _version_tuple(major_min):
+        raise GpuError(
+            f"this host's NVIDIA driver {driver} is too old for CUDA {cuda_runtime}, which needs "
+            f"driver {major_min} or newer",
+            hint="update the driver, or rerun on a host with a newer one",
+        )
+    toolkit = CUDA_TOOLKIT_DRIVER.get(".".join(parts[:2]))
+    if toolkit and _version_tuple(driver) < _version_tuple(toolkit):
+        return (
+            f"driver {driver} is older than {toolkit}, which CUDA {cuda_runtime} shipped with: "
+            "it runs under minor-version compatibility, without PTX JIT"
+        )
+    return ""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version))
+
+
+def _device_names(gpu: Gpu) -> str:
+    names = sorted({d.name for d in gpu.devices})
+    return ", ".join(names) or "unknown devices"
+
+
+# --- the rerun ---------------------------------------------------------------------------------
+
+
+def rerun_run(
+    stored: StoredRun,
+    store: Store,
+    engine: Engine,
+    *,
+    build: BuildOptions,
+    options: RerunOptions,
+    config: Config,
+    repo_root: Path | None,
+    cwd: Path,
+    env: Mapping[str, str],
+    on_output: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> RerunOutcome:
+    """Rerun a stored run in its image and compare the new run with it."""
+    from envsnap.build import build_run
+    from envsnap.probes.data import fingerprint_data
+    from envsnap.probes.gpu import capture_gpu
+    from envsnap.worktree import CodeError, check_commit, check_restorable, materialize
+
+    manifest = stored.manifest
+    check_rerunnable(manifest)
+    patch = stored.diff_path.read_bytes() if stored.diff_path.is_file() else None
+    check_restorable(manifest.git, patch)
+    if repo_root is None:
+        raise CodeError(
+            "envsnap rerun needs the git repository the run was captured in, and "
+            f"{cwd} is not inside one",
+            hint="run it from a clone of the project",
+        )
+    check_commit(repo_root, manifest.git.commit, env=env, echo=echo)
+    notes: list[str] = []
+    host_gpu: list[Gpu] = []
+
+    def probe_host() -> Gpu:
+        host_gpu.append(capture_gpu())
+        return host_gpu[0]
+
+    gpus = choose_gpus(manifest.gpu, options.gpus, probe_host)
+    if gpus is not None:
+        note = check_driver(manifest.cuda.runtime_version, host_gpu[0])
+        if note:
+            notes.append(note)
+    data_base = repo_root / manifest.command.cwd
+    current = {d.path: d for d in fingerprint_data([d.path for d in manifest.data], base=data_base)}
+    for item in manifest.data:
+        now = current.get(item.path)
+        if now is not None and now.sha256 != item.sha256:
+            notes.append(f"data {item.path} changed since the run was captured")
+    missing = missing_environment(manifest, options.env)
+    engine.info()  # the daemon answers, before anything is built or checked out
+    built = build_run(stored, store, engine, build, env=env, on_line=echo)
+
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+
+    def take(line: str) -> None:
+        tail.append(line)
+        if on_output is not None:
+            on_output(line)
+
+    with tempfile.TemporaryDirectory(prefix="envsnap-rerun-") as scratch:
+        root = Path(scratch)
+        code, scratch_store, original = root / "code", root / "store", root / "original"
+        materialize(repo_root, manifest.git, patch, code, env=env, echo=echo)
+        scratch_store.mkdir()
+        original.mkdir()
+        (original / "manifest.toml").write_bytes(stored.manifest_path.read_bytes())
+        user = _container_user((code, scratch_store))
+        workdir = str(PurePosixPath(CONTAINER_CODE) / manifest.command.cwd)
+        from envsnap.engine import Mount
+
+        mounts = [
+            Mount(source=code, target=CONTAINER_CODE, read_only=False),
+            Mount(source=original, target=CONTAINER_ORIGINAL),
+            Mount(source=scratch_store, target=CONTAINER_STORE, read_only=False),
+            *(
+                Mount(source=data_base / item.path, target=str(PurePosixPath(workdir) / item.path))
+                for item in manifest.data
+                if not PurePosixPath(item.path).is_absolute()
+            ),
+            *(
+                Mount(source=Path(item.path), target=item.path)
+                for item in manifest.data
+                if PurePosixPath(item.path).is_absolute()
+            ),
+        ]
+        name = f"envsnap-rerun-{manifest.run_id}-{os.urandom(3).hex()}"
+        replay_argv = ["envsnap", "_replay", f"{CONTAINER_ORIGINAL}/manifest.toml"]
+        replay_argv += ["--store", CONTAINER_STORE]
+        interrupted = False
+        try:
+            exit_code = engine.run(
+                built.reference,
+                [
+                    "envsnap",
+                    "_replay",
+                    f"{CONTAINER_ORIGINAL}/manifest.toml",
+                    "--store",
+                    CONTAINER_STORE,
+                ],
+                name=name,
+                mounts=mounts,
+                env=container_environment(manifest, options.env),
+                workdir=workdir,
+                user=user,
+                network=options.network,
+                gpus=gpus,
+                timeout=options.timeout_s,
+                on_output=take,
+            )
+        except InterruptError:
+            interrupted, exit_code = True, EXIT_INTERRUPTED
+        from envsnap.engine import EXIT_TIMEOUT
+
+        timed_out = options.timeout_s is not None and exit_code == EXIT_TIMEOUT and not interrupted
+        new_dir = _recorded_run(scratch_store, exit_code, tail)
+        if not (new_dir / "result.toml").is_file():
+            _write_stopped_result(new_dir, exit_code, interrupted, options.timeout_s)
+        directory = store.import_run(new_dir)
+    report = _compare(stored, directory, config, options)
+    return RerunOutcome(
+        original=manifest.run_id,
+        rerun=directory.name,
+        directory=directory,
+        image=built.reference,
+        image_id=built.image_id,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        interrupted=interrupted,
+        missing_env=missing,
+        notes=(*notes, *_image_notes(built)),
+        report=report,
+    )
+
+
+def container_environment(manifest: Manifest, supplied: Mapping[str, str]) -> dict[str, str]:
+    """The recorded allow-listed variables and determinism settings, plus what --env supplies."""
+    from envsnap.redact import DETERMINISM_VARIABLES
+
+    values = dict(manifest.environment)
+    values.update((k, v) for k, v in manifest.determinism.items() if k in DETERMINISM_VARIABLES)
+    values.update(supplied)
+    # The container user may have no home of its own; /tmp is the container's, not this host's.
+    values["HOME"] = "/tmp"  # noqa: S108
+    return values
+
+
+def _container_user(writable: Sequence[Path]) -> str | None:
+    """Run as this host user when it is not root (files it writes stay ours); as root, hand the
+    scratch directories to the image's unprivileged user instead of running as root."""
+    uid = os.geteuid()
+    if uid != 0:
+        return f"{uid}:{os.getegid()}"
+    for top in writable:
+        for path in (top, *top.rglob("*")):
+            os.lchown(path, IMAGE_UID, IMAGE_UID)
+    return None
+
+
+def _recorded_run(scratch_store: Path, exit_code: int, tail: Sequence[str]) -> Path:
+    runs = sorted((scratch_store / "runs").glob("*/manifest.toml"))
+    if len(runs) != 1:
+        last = "; ".join(line.strip() for line in list(tail)[-3:] if line.strip())
+        raise EnvsnapError(
+            f"the rerun container recorded no run (exit code {exit_code}"
+            + (f": {last[-300:]}" if last else "")
+            + ")",
+            hint="run again with -v to see the container's output",
+            detail="\n".join(tail),
+        )
+    return runs[0].parent
+
+
+def _write_stopped_result(
+    run_dir: Path, exit_code: int, interrupted: bool, timeout_s: float | None
+) -> None:
+    """A container stopped before the command ended wrote no result; record that it stopped."""
+    from envsnap.recorder import now_utc
+    from envsnap.store import Store, load_run_dir
+
+    run = load_run_dir(run_dir)
+    moment = now_utc().isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if interrupted:
+        error = "interrupted (Ctrl-C); the container was stopped and removed"
+    elif timeout_s is not None:
+        error = f"timed out after {timeout_s:g} s; the container was stopped and removed"
+    else:
+        error = f"the container ended with exit code {exit_code} before the command finished"
+    result = Result(
+        run_id=run.run_id,
+        exit_code=exit_code,
+        started=run.manifest.created,
+        ended=moment,
+        interrupted=True,
+        error=error,
+    )
+    Store(run_dir.parent.parent).write_result(run_dir, result)
+
+
+def _compare(
+    stored: StoredRun, directory: Path, config: Config, options: RerunOptions
+) -> DriftReport:
+    from envsnap.drift import compare
+    from envsnap.store import load_run_dir
+
+    new = load_run_dir(directory)
+    return compare(
+        stored.manifest,
+        new.manifest,
+        old_result=stored.result,
+        new_result=new.result,
+        overrides={**RERUN_EXPECTED, **config.drift_severity},
+        tolerance=options.tolerance or config.metric_tolerance,
+        metric_tolerances={} if options.tolerance else config.metrics,
+    )
+
+
+def _image_notes(built: BuiltImage) -> tuple[str, ...]:
+    state = "reused" if built.reused else "built"
+    notes = [f"image {built.reference} ({state}, base {built.base})"]
+    notes.extend(f"not locked, installed as found: {n}" for n in built.unlocked)
+    return tuple(notes)
+
+
+# --- inside the container ----------------------------------------------------------------------
+
+
+def replay(
+    original: Path, *, store: Store, cwd: Path, env: Mapping[str, str], config: Config
+) -> Result:
+    """Inside the rerun container: capture this environment as a rerun of ``original`` with the
+    original's command, parameters, seeds, data and outputs, run the command, write the result."""
+    from envsnap.manifest import read_manifest
+    from envsnap.probes.git import find_repo_root
+    from envsnap.recorder import CaptureContext, CaptureRequest, capture, execute, now_utc
+
+    manifest = read_manifest(original)
+    request = CaptureRequest(
+        name=manifest.name,
+        notes=manifest.notes,
+        tags=dict(manifest.tags),
+        recorded_params=manifest.params,
+        seeds=dict(manifest.seeds),
+        data=tuple(d.path for d in manifest.data),
+        outputs=manifest.outputs.globs,
+        metrics=manifest.outputs.metrics,
+        argv=manifest.command.argv,
+        rerun_of=manifest.run_id,
+    )
+    context = CaptureContext(
+        cwd=cwd, env=env, now=now_utc(), repo_root=find_repo_root(cwd), config=config
+    )
+    run = capture(request, context, store)
+    return execute(run, manifest.command.argv, cwd=cwd, env=env, store=store)
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"30m"``, ``"2h"``, ``"1.5h"`` or ``"600"`` -> seconds, for --timeout."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None or float(match.group(1)) <= 0:
+        raise UsageError(
+            f"--timeout {text!r} is not a duration", hint="write it as 90s, 30m, 2h or 600"
+        )
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(match.group(1)) * scale

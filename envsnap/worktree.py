@@ -1,0 +1,145 @@
+"""The recorded code, materialised for a rerun: the recorded commit plus the recorded diff, in a
+scratch git repository of its own. The user's repository is only read (one shallow fetch from
+it); its working tree, index and refs are never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from envsnap.errors import EnvsnapError, UsageError
+from envsnap.manifest import Git
+
+_TIMEOUT_S = 300.0
+_TAIL_CHARS = 300
+
+
+class CodeError(UsageError):
+    """The recorded code cannot be restored: commit gone, diff missing or no longer applying."""
+
+
+def check_restorable(git: Git, patch: bytes | None) -> None:
+    """Refuse, before anything runs, a run whose code cannot be restored exactly."""
+    if not git.present or not git.commit:
+        raise CodeError(
+            "the run recorded no git commit"
+            + (f" ({git.reason})" if git.reason else "")
+            + ", so its code cannot be restored",
+            hint="capture runs inside a git repository to rerun them",
+        )
+    if git.diff_truncated:
+        raise CodeError(
+            f"the run's uncommitted diff was cut at {git.diff_bytes} bytes when it was captured, "
+            "so its code cannot be restored",
+            hint="raise git-max-diff-bytes in [tool.envsnap], or commit the changes, and capture "
+            "again",
+        )
+    if git.diff_sha256:
+        if patch is None:
+            raise CodeError(
+                "the run's diff.patch is missing from its run directory",
+                hint="restore the run directory from a backup",
+            )
+        if hashlib.sha256(patch).hexdigest() != git.diff_sha256:
+            raise CodeError(
+                "the run's diff.patch does not match the sha256 its manifest records",
+                hint="restore the run directory from a backup",
+            )
+
+
+class _GitRunner:
+    """Runs git with a fixed environment, echoing each command when asked."""
+
+    def __init__(self, env: Mapping[str, str], echo: Callable[[str], None] | None) -> None:
+        from envsnap.probes.git import git_executable
+
+        exe = git_executable()
+        if exe is None:
+            raise CodeError("git is not installed (not found on PATH)", hint="install git")
+        self.exe = exe
+        self.env = {**env, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        self.echo = echo
+
+    def __call__(self, args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+        argv = [self.exe, *args]
+        if self.echo is not None:
+            self.echo("+ " + " ".join(argv))
+        try:
+            return subprocess.run(
+                argv,
+                cwd=cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise EnvsnapError(
+                f"git could not be run ({exc})", hint="check the git install"
+            ) from None
+
+
+def check_commit(
+    repo: Path,
+    commit: str,
+    *,
+    env: Mapping[str, str],
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """A CodeError when ``repo`` no longer has the recorded commit."""
+    git = _GitRunner(env, echo)
+    if git(("cat-file", "-e", f"{commit}^{{commit}}"), repo).returncode != 0:
+        raise CodeError(
+            f"the recorded commit {commit[:12]} is not in the repository at {repo}",
+            hint="fetch it (git fetch --all) or rerun from a clone that has it",
+        )
+
+
+def materialize(
+    repo: Path,
+    git: Git,
+    patch: bytes | None,
+    dest: Path,
+    *,
+    env: Mapping[str, str],
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """Check out ``git.commit`` of ``repo`` into the new directory ``dest`` and apply the
+    recorded diff there, so the tree is exactly what the run was captured in (tracked files)."""
+    check_restorable(git, patch)
+    check_commit(repo, git.commit, env=env, echo=echo)
+    call = _GitRunner(env, echo)
+    commit = git.commit
+    dest.mkdir(parents=True)
+    steps: list[tuple[str, Sequence[str]]] = [
+        ("git init", ("init", "--quiet")),
+        ("git fetch", ("fetch", "--quiet", "--depth=1", "--no-tags", repo.as_uri(), commit)),
+        ("git checkout", ("-c", "advice.detachedHead=false", "checkout", "--quiet", commit)),
+    ]
+    for what, args in steps:
+        done = call(args, dest)
+        if done.returncode != 0:
+            raise CodeError(
+                f"{what} of the recorded commit {commit[:12]} failed ({_tail(done.stderr)})",
+                hint="check that the repository is readable and not shallow",
+            )
+    if patch:
+        patch_file = dest / ".git" / "envsnap-diff.patch"
+        patch_file.write_bytes(patch)
+        done = call(("apply", "--binary", "--whitespace=nowarn", str(patch_file)), dest)
+        patch_file.unlink()
+        if done.returncode != 0:
+            raise CodeError(
+                f"the recorded diff no longer applies to commit {commit[:12]} "
+                f"({_tail(done.stderr)})",
+                hint="the run directory's diff.patch may have been edited; restore it",
+            )
+
+
+def _tail(data: bytes) -> str:
+    text = " ".join(data.decode("utf-8", "replace").split())
+    return text[-_TAIL_CHARS:] or "no output"

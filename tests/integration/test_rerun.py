@@ -1,0 +1,293 @@
+"""envsnap rerun end to end on a real docker engine with a real local registry.
+
+The example project is trained once inside a container of the test base image (envsnap captures
+that run there); the host then reruns it in the image envsnap builds for it, and the drift
+report must say what happened: identical metrics and outputs when nothing changed, data and
+metric drift when the data changed, exit-code drift when the command fails, a stopped and
+removed container when it hangs past --timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from envsnap.build import build_tool_wheel
+from envsnap.store import Store
+from tests.integration.conftest import EXAMPLE, Envsnap, git
+from tests.integration.docker_env import docker, docker_cli, registry_base
+
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+TRAIN = (
+    "--params-file config.json --seed 42 --data data/train.csv --output 'outputs/*.npy' "
+    "--metrics metrics.json -- python train.py --config config.json --seed 42 --out outputs"
+)
+SETUP = """
+set -e
+python3 -m venv /opt/venv
+/opt/venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \\
+    click tomli-w nvidia-ml-py PyYAML
+/opt/venv/bin/pip install --quiet --disable-pip-version-check --no-deps /wheels/{wheel}
+git config --global --add safe.directory '*'
+. /opt/venv/bin/activate
+"""
+
+
+def _project(root: Path, extra: dict[str, str] | None = None) -> None:
+    """A copy of the example project in its own git repository."""
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
+    (root / ".gitignore").write_text("outputs/\nmetrics.json\n.envsnap/\n")
+    for name, text in (extra or {}).items():
+        (root / name).write_text(text)
+    git(root, "init", "--quiet", "--initial-branch=main")
+    git(root, "add", "-A")
+    git(root, "commit", "--quiet", "-m", "example")
+
+
+def _capture_in_container(root: Path, captures: list[str]) -> list[str]:
+    """Run each capture command line inside the test base image; return the run ids."""
+    wheels = root.parent / "wheels"
+    wheels.mkdir(exist_ok=True)
+    name, data = build_tool_wheel()
+    (wheels / name).write_bytes(data)
+    mounts = ["-v", f"{root}:/work", "-v", f"{wheels}:/wheels:ro"]
+    env = []
+    if CA_BUNDLE.is_file():  # TLS to the index is intercepted here: pip must trust the host's CA
+        mounts += ["-v", f"{CA_BUNDLE}:/host-ca.crt:ro"]
+        env += ["-e", "PIP_CERT=/host-ca.crt"]
+    script = SETUP.format(wheel=name) + "".join(
+        f"/opt/venv/bin/envsnap capture --store /work/.envsnap --json {line} >> /work/.ids\n"
+        for line in captures
+    )
+    done = docker(
+        "run", "--rm", *mounts, *env, "-w", "/work", registry_base(), "sh", "-c", script,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    # The trained command prints to the same stdout; envsnap's JSON line is the one with run_id.
+    lines = (root / ".ids").read_text().splitlines()
+    ids = [json.loads(line)["run_id"] for line in lines if line.startswith('{"')]
+    (root / ".ids").unlink()
+    return ids
+
+
+def _rerun(root: Path, *args: str, check: int | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "envsnap", "rerun", *args, "--base", registry_base()],
+        cwd=root,
+        env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check is not None:
+        assert done.returncode == check, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """The example trained in the base image: (project dir, {what: run id}); images removed."""
+    root = tmp_path_factory.mktemp("rerun") / "project"
+    _project(
+        root,
+        {
+            "fail.py": "import os, sys\nsys.exit(3 if os.getenv('MODE') == 'fail' else 0)\n",
+            "hang.py": "import os, time\ntime.sleep(600 if os.getenv('MODE') == 'hang' else 0)\n",
+        },
+    )
+    train, fail, hang = _capture_in_container(
+        root,
+        [f"--name train {TRAIN}", "--name fail -- python fail.py", "--name hang -- python hang.py"],
+    )
+    yield root, {"train": train, "fail": fail, "hang": hang}
+    images = docker("images", "--quiet", "--filter", "reference=envsnap/env", check=False)
+    for image in set(images.stdout.split()):
+        docker("rmi", "--force", image, check=False)
+
+
+def _containers(run_id: str) -> str:
+    return docker("ps", "--all", "--quiet", "--filter", f"name=envsnap-rerun-{run_id}").stdout
+
+
+class TestRerun:
+    def test_identical_rerun_reproduces(self, trained: tuple[Path, dict[str, str]]) -> None:
+        """Nothing changed: exit 0, metrics and output hashes identical, the rerun is stored."""
+        root, runs = trained
+        done = _rerun(root, runs["train"], "--json", check=0)
+        outcome = json.loads(done.stdout)
+        report = outcome["report"]
+        assert outcome["exit_code"] == 0 and report["results_compared"] is True
+        assert report["metrics"] == [] and report["outputs"] == []
+        assert report["exit_codes"] == [0, 0]
+        assert [f for f in report["fields"] if f["severity"] == "breaking"] == []
+        store = Store(root / ".envsnap")
+        rerun, original = store.load(outcome["rerun"]), store.load(runs["train"])
+        assert rerun.manifest.rerun_of == runs["train"]
+        assert rerun.result is not None and original.result is not None
+        assert rerun.result.metrics == original.result.metrics and rerun.result.metrics
+        assert rerun.result.outputs == original.result.outputs and rerun.result.outputs
+        assert rerun.manifest.git.commit == original.manifest.git.commit
+        assert rerun.manifest.container.inside is True
+        assert rerun.manifest.params == original.manifest.params
+        assert rerun.manifest.python.packages == original.manifest.python.packages
+        assert _containers(runs["train"]) == ""
+
+    def test_working_tree_untouched(self, trained: tuple[Path, dict[str, str]]) -> None:
+        """A rerun leaves the user's repository as it was: same status, same refs."""
+        root, runs = trained
+
+        def status() -> set[str]:
+            out = git(root, "status", "--porcelain", "--ignored", "--untracked-files=all")
+            return {line for line in out.splitlines() if not line.startswith("!! .envsnap/")}
+
+        before, refs = status(), git(root, "for-each-ref")
+        _rerun(root, runs["fail"], check=0)
+        assert status() == before
+        assert git(root, "for-each-ref") == refs
+
+    def test_changed_data_is_data_and_metric_drift(
+        self, trained: tuple[Path, dict[str, str]]
+    ) -> None:
+        """Data changed after capture: exit 1, data drift and metric drift both reported."""
+        root, runs = trained
+        csv = root / "data" / "train.csv"
+        original = csv.read_text()
+        lines = original.splitlines()
+        cells = lines[1].split(",")
+        cells[0] = str(float(cells[0]) + 1.0)
+        lines[1] = ",".join(cells)
+        csv.write_text("\n".join(lines) + "\n")
+        try:
+            done = _rerun(root, runs["train"], "--json", check=1)
+        finally:
+            csv.write_text(original)
+        outcome = json.loads(done.stdout)
+        report = outcome["report"]
+        data = [f for f in report["fields"] if f["path"] == "data.data/train.csv.sha256"]
+        assert [f["severity"] for f in data] == ["breaking"]
+        assert any(not m["within"] for m in report["metrics"])
+        assert any("changed since the run was captured" in n for n in outcome["notes"])
+
+    def test_failing_command_compares_exit_codes(
+        self, trained: tuple[Path, dict[str, str]]
+    ) -> None:
+        """The recorded command fails in the rerun: exit 1 and the exit codes 0 -> 3 shown."""
+        root, runs = trained
+        done = _rerun(root, runs["fail"], "--env", "MODE=fail", check=1)
+        assert "exit code  0 -> 3" in done.stdout
+        assert _containers(runs["fail"]) == ""
+
+    def test_timeout_stops_and_removes_the_container(
+        self, trained: tuple[Path, dict[str, str]]
+    ) -> None:
+        """A hang hits --timeout: exit 1, exit code 124 recorded, no container left behind."""
+        root, runs = trained
+        done = _rerun(
+            root, runs["hang"], "--env", "MODE=hang", "--timeout", "5s", "--json", check=1
+        )
+        outcome = json.loads(done.stdout)
+        assert outcome["timed_out"] is True and outcome["report"]["exit_codes"] == [0, 124]
+        rerun = Store(root / ".envsnap").load(outcome["rerun"])
+        assert rerun.result is not None and rerun.result.interrupted
+        assert "timed out" in rerun.result.error
+        assert _containers(runs["hang"]) == ""
+
+    def test_gpu_asked_on_a_host_without_one(self, trained: tuple[Path, dict[str, str]]) -> None:
+        """--gpus on a host without GPUs: exit 2 before any engine is asked (none is reachable)."""
+        root, runs = trained
+        done = subprocess.run(
+            [sys.executable, "-m", "envsnap", "rerun", runs["fail"], "--gpus", "all"],
+            cwd=root,
+            env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "no usable NVIDIA GPU" in done.stderr and "Traceback" not in done.stderr
+
+
+class TestRerunErrors:
+    def test_run_without_command(self, envsnap: Envsnap) -> None:
+        """A run that recorded no command exits 2 and says how to make one rerunnable."""
+        envsnap("capture")
+        done = envsnap("rerun", "latest", check=2)
+        assert "recorded no command" in done.stderr
+
+    def test_commit_gone(self, envsnap: Envsnap) -> None:
+        """A recorded commit that no longer exists exits 2 and names the commit."""
+        (envsnap.cwd / "note.txt").write_text("one\n")
+        git(envsnap.cwd, "add", "note.txt")
+        git(envsnap.cwd, "commit", "--quiet", "-m", "doomed")
+        envsnap("capture", "--", "true")
+        commit = git(envsnap.cwd, "rev-parse", "HEAD").strip()
+        git(envsnap.cwd, "reset", "--quiet", "--hard", "HEAD~1")
+        git(envsnap.cwd, "reflog", "expire", "--expire=now", "--all")
+        git(envsnap.cwd, "gc", "--quiet", "--prune=now")
+        done = envsnap("rerun", "latest", check=2)
+        assert f"commit {commit[:12]} is not in the repository" in done.stderr
+
+    def test_edited_patch(self, envsnap: Envsnap) -> None:
+        """A diff.patch edited after capture exits 2 before anything runs."""
+        with (envsnap.cwd / "train.py").open("a") as handle:
+            handle.write("# local change\n")
+        run_id = envsnap("capture", "--", "true").stdout.strip().splitlines()[0]
+        patch = envsnap.cwd / ".envsnap" / "runs" / run_id / "diff.patch"
+        patch.write_bytes(patch.read_bytes().replace(b"local change", b"other change"))
+        done = envsnap("rerun", run_id, check=2)
+        assert "diff.patch does not match" in done.stderr
+
+
+class TestRerunOfHostRun:
+    def test_host_run_rebuilt_on_the_test_image(self, tmp_path: Path) -> None:
+        """A run captured on the host (no container) reruns in the Debian test image; the Python
+        and container differences are reported with their severities."""
+        root = tmp_path / "project"
+        _project(root)
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", "-r", str(root / "requirements.txt")],
+            check=True,
+            timeout=600,
+        )
+        env = {
+            **os.environ,
+            "VIRTUAL_ENV": str(venv),
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "ENVSNAP_DOCKER": docker_cli(),
+        }
+        capture = [sys.executable, "-m", "envsnap", "capture", *TRAIN.replace("'", "").split()]
+        done = subprocess.run(capture, cwd=root, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        run_id = done.stdout.splitlines()[0]
+        done = subprocess.run(
+            [sys.executable, "-m", "envsnap", "rerun", run_id, "--json", "--base", registry_base()],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode in (0, 1), done.stderr[-3000:]
+        outcome = json.loads(done.stdout)
+        fields = {f["path"]: f for f in outcome["report"]["fields"]}
+        assert fields["container.image"]["severity"] == "info"
+        assert fields["container.image"]["new"].startswith("envsnap/env:")
+        store = Store(root / ".envsnap")
+        old = store.load(run_id).manifest
+        new = store.load(outcome["rerun"]).manifest
+        if old.python.version != new.python.version:
+            assert old.python.version.split(".")[:2] == new.python.version.split(".")[:2]
+            assert fields["python.version"]["severity"] == "warning"
+        assert {p.name: p.version for p in new.python.packages} == {
+            p.name: p.version for p in old.python.packages
+        }
