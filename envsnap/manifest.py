@@ -1,8 +1,9 @@
 """The manifest and result models, and their canonical TOML form.
 
-Every section is a frozen dataclass. Serialisation is generic: fields in declaration order, fields
-equal to their default left out, mappings sorted by key. A ``digest`` over that canonical form makes
-an edit after writing detectable.
+Every section is a frozen dataclass made with ``@model`` (a ``Model`` subclass whose methods are
+shared rather than generated). Serialisation is generic: fields in declaration order, fields equal
+to their default left out, mappings sorted by key. A ``digest`` over that canonical form makes an
+edit after writing detectable.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Model:
 
     __slots__ = ()
     __dataclass_fields__: ClassVar[dict[str, Any]]
-    # Set by ``model``: (name, default, default factory) per field in declaration order, and
-    # the same split for construction: plain defaults, and factories by field name.
+    # Set by ``model``: each field's (name, default, default factory) in declaration order, for
+    # serialising; and for constructing, the plain defaults and the (name, factory) pairs.
     _init_fields: ClassVar[tuple[tuple[str, Any, Any], ...]]
     _defaults: ClassVar[dict[str, Any]]
     _factories: ClassVar[tuple[tuple[str, Callable[[], Any]], ...]]
@@ -52,7 +53,7 @@ class Model:
                 state[name] = factory()
         if state.keys() != self.__dataclass_fields__.keys():
             raise self._signature_error(values)
-        self.__dict__.update(state)
+        self.__dict__.update(state)  # past the frozen __setattr__, as dataclass's own init goes
 
     def _signature_error(self, values: Mapping[str, Any]) -> TypeError:
         name = type(self).__name__

@@ -132,6 +132,14 @@ def check_rerunnable(manifest: Manifest) -> None:
             "inside its repository",
             hint="capture from inside the repository",
         )
+    for item in manifest.data:
+        # Capture records a path relative to the working directory, or absolute: never '..'.
+        if ".." in PurePosixPath(item.path).parts:
+            raise UsageError(
+                f"run {manifest.run_id} records the data path {item.path!r}, which envsnap "
+                "would not have written",
+                hint="the manifest was made by hand; capture the run again",
+            )
 
 
 def parse_env_options(items: Sequence[str]) -> dict[str, str]:

@@ -99,10 +99,10 @@ def start_git_capture(
 ) -> PendingGit:
     """Start git's commands for the [git] section; ``finish()`` on the result collects them.
 
-    Capture probes everything else in between, so git runs on another core meanwhile. Reading
-    git later on the caller's thread, rather than running it in a thread, matters: a thread
-    waiting on git must win the GIL back from the busy probes after every read, up to a switch
-    interval (5 ms) each time. Never raises.
+    Capture probes everything else in between, so git runs on another core meanwhile. Output is
+    collected on the caller's thread rather than by a thread of its own: such a thread must win
+    the GIL back from the busy probes after every read, up to a switch interval (5 ms) each
+    time. Never raises.
     """
     return PendingGit(cwd, max_diff_bytes=max_diff_bytes, max_untracked=max_untracked)
 

@@ -279,6 +279,7 @@ class TestRerunOfHostRun:
         )
         assert done.returncode in (0, 1), done.stderr[-3000:]
         outcome = json.loads(done.stdout)
+        docker("rmi", "--force", outcome["image"], check=False)
         fields = {f["path"]: f for f in outcome["report"]["fields"]}
         assert fields["container.image"]["severity"] == "info"
         assert fields["container.image"]["new"].startswith("envsnap/env:")

@@ -13,6 +13,7 @@ from envsnap.errors import UsageError
 from envsnap.manifest import (
     Command,
     Conda,
+    DataItem,
     Git,
     Gpu,
     GpuDevice,
@@ -73,6 +74,12 @@ class TestCheckRerunnable:
         """A working directory with '..' cannot be mounted inside the checkout."""
         with pytest.raises(UsageError, match="not inside its repository"):
             check_rerunnable(manifest(command=Command(argv=("true",), cwd="../elsewhere")))
+
+    def test_data_path_climbing_out_is_refused(self) -> None:
+        """A data path with '..' (never written by capture) is not mounted."""
+        item = DataItem(path="../../etc", kind="dir", sha256="0" * 64)
+        with pytest.raises(UsageError, match="data path"):
+            check_rerunnable(manifest(data=(item,)))
 
     def test_plain_run_passes(self) -> None:
         """A run with a command in a subdirectory is rerunnable."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from envsnap.manifest import Package
@@ -497,18 +496,15 @@ class TestTool:
         assert tool.version != "9.9"
 
 
-class TestSpeed:
-    def test_capture_of_122_distributions_is_fast(self, tmp_path: Path) -> None:
-        """Capturing 122 distributions (direct_url, INSTALLER, WHEEL each) takes under 0.1 s."""
+class TestManyDistributions:
+    def test_capture_of_122_distributions(self, tmp_path: Path) -> None:
+        """All 122 distributions of a typical ML venv are recorded with their sources.
+
+        How fast that is is measured in benchmarks/bench_capture.py, not asserted here."""
         site = tmp_path / "site"
         for i in range(122):
             direct = {"url": "https://example.com/a.whl", "archive_info": {}} if i % 10 else None
             dist_info(site, f"pkg{i}-1.{i}.dist-info", direct_url=direct)
-        t = target((site,), tmp_path)
-        timings = []
-        for _ in range(3):
-            start = time.perf_counter()
-            section = capture_python(t, env={}, pip_config_files=NO_CONFIG)
-            timings.append(time.perf_counter() - start)
+        section = capture_python(target((site,), tmp_path), env={}, pip_config_files=NO_CONFIG)
         assert len(section.packages) == 122
-        assert min(timings) < 0.1
+        assert sum(p.source == "url" for p in section.packages) == 122 - 13
