@@ -127,16 +127,20 @@ def main() -> int:
         def prune() -> None:
             run([docker, "builder", "prune", "--all", "--force"], cwd=root, env=env)
 
+        made: set[str] = set()  # every image made here: a rebuild leaves the last one untagged
+
         def envsnap_build() -> None:
-            run([*envsnap, "build", run_id, "--rebuild"], cwd=root, env=env)
+            out = run([*envsnap, "build", run_id, "--rebuild", "--json"], cwd=root, env=env)
+            made.add(json.loads(out.stdout)["image_id"])
 
         def envsnap_reuse() -> None:
             run([*envsnap, "build", run_id], cwd=root, env=env)
 
         def plain_build() -> None:
-            run([docker, "build", "--quiet", "--build-arg", f"BASE={base_digest}",
-                 "--secret", f"id=pip-ca,src={ca}", "-t", plain_tag, str(plain)],
-                cwd=root, env=env)  # fmt: skip
+            out = run([docker, "build", "--quiet", "--build-arg", f"BASE={base_digest}",
+                       "--secret", f"id=pip-ca,src={ca}", "-t", plain_tag, str(plain)],
+                      cwd=root, env=env)  # fmt: skip
+            made.add(out.stdout.strip())
 
         def envsnap_rerun() -> None:
             run([*envsnap, "rerun", run_id], cwd=root, env=env)
@@ -157,7 +161,8 @@ def main() -> int:
         rows["the command natively on the host"] = timed(native, None, args.repeat)
         images = run([docker, "images", "-q", "--filter", "reference=envsnap/env"], cwd=root,
                      env=env).stdout.split()  # fmt: skip
-        run([docker, "rmi", "--force", plain_tag, *set(images)], cwd=root, env=env, check=False)
+        for image in sorted(made | set(images)):
+            run([docker, "rmi", "--force", image], cwd=root, env=env, check=False)
 
     med = {name: statistics.median(times) for name, times in rows.items()}
     names = list(rows)

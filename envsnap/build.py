@@ -7,6 +7,7 @@ recorded image (``<store>/images/<env-id>.toml``) on the engine and reuses it wi
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -33,7 +34,7 @@ from envsnap.manifest import Conda, Manifest, Package, Python
 from envsnap.store import Store, StoredRun
 
 if TYPE_CHECKING:
-    from envsnap.engine import Engine
+    from envsnap.engine import Engine, ImageInfo
     from envsnap.lock import HashSource, LockResult
 
 IMAGE_FILE = "image.toml"
@@ -67,6 +68,7 @@ class BuiltImage:
     seconds: float
     reused: bool
     registry_digest: str = ""
+    pulled: bool = False  # reused from the registry digest recorded by --push
     unlocked: tuple[str, ...] = ()
 
     def to_data(self) -> dict[str, Any]:
@@ -127,7 +129,10 @@ def build_run(
             on_line=on_line,
         )
         built = dataclasses.replace(built, seconds=round(time.monotonic() - started, 3))
+        replaced = _recorded_image_id(store, manifest.env_id)
         _record_env_image(store, built)
+        if replaced and replaced != built.image_id:
+            _remove_replaced(engine, replaced)
     if options.push:
         built = _push(engine, built, options.push)
         _record_env_image(store, built)
@@ -223,16 +228,60 @@ def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltIm
         return None
     if data.get("schema") != IMAGE_SCHEMA or data.get("env_id") != manifest.env_id:
         return None
-    info = engine.inspect_image(str(data.get("reference", "")))
+    reference = str(data.get("reference", ""))
+    info = engine.inspect_image(reference)
+    pulled = False
+    if info is None and data.get("registry_digest"):
+        info, pulled = _pull_recorded(engine, str(data["registry_digest"]), reference), True
     if info is None or info.id != data.get("image_id"):
         return None
     fields = {f.name for f in dataclasses.fields(BuiltImage)}
     values = {k: v for k, v in data.items() if k in fields}
     values["unlocked"] = tuple(values.get("unlocked", ()))
+    values["pulled"] = pulled
     try:
         return BuiltImage(**values)
     except TypeError:
         return None
+
+
+def _pull_recorded(engine: Engine, registry_ref: str, reference: str) -> ImageInfo | None:
+    """The image pushed earlier, pulled by its digest and tagged as built; None when the
+    registry no longer has it (then it is built again)."""
+    from envsnap.engine import ImageNotFoundError
+    from envsnap.image import check_reference, is_pinned
+
+    if not is_pinned(registry_ref):
+        return None
+    check_reference(registry_ref, "the recorded registry digest")
+    try:
+        engine.pull(registry_ref)
+    except ImageNotFoundError:
+        return None
+    engine.tag(registry_ref, reference)
+    return engine.inspect_image(reference)
+
+
+def _recorded_image_id(store: Store, env_id: str) -> str:
+    import tomllib
+
+    try:
+        data = tomllib.loads(_env_index_path(store, env_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("image_id", ""))
+
+
+def _remove_replaced(engine: Engine, image_id: str) -> None:
+    """A rebuild moved the environment's tag to a new image; the old one, now untagged, goes
+    too, unless something still uses it (a container, another tag): then it stays."""
+    from envsnap.engine import EngineError
+
+    info = engine.inspect_image(image_id)
+    if info is None or info.repo_tags:
+        return
+    with contextlib.suppress(EngineError):
+        engine.remove_image(image_id)
 
 
 def _record_env_image(store: Store, built: BuiltImage) -> None:

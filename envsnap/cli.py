@@ -276,7 +276,7 @@ def build(
     click.echo(f"{built.reference} {built.image_id}")
     if built.registry_digest:
         click.echo(built.registry_digest)
-    state = "reused" if built.reused else "built"
+    state = "pulled by digest" if built.pulled else "reused" if built.reused else "built"
     click.echo(f"envsnap: {state} in {built.seconds:.1f}s from {built.base}", err=True)
     for note in built.unlocked:
         click.echo(f"envsnap: not locked: {note}", err=True)

@@ -462,7 +462,7 @@ def _compare(
 
 
 def _image_notes(built: BuiltImage) -> tuple[str, ...]:
-    state = "reused" if built.reused else "built"
+    state = "pulled by digest" if built.pulled else "reused" if built.reused else "built"
     notes = [f"image {built.reference} ({state}, base {built.base})"]
     notes.extend(f"not locked, installed as found: {n}" for n in built.unlocked)
     return tuple(notes)

@@ -21,7 +21,7 @@ import pytest
 from envsnap.build import build_tool_wheel
 from envsnap.store import Store
 from tests.integration.conftest import Envsnap
-from tests.integration.docker_env import docker, docker_cli, registry_base
+from tests.integration.docker_env import REGISTRY, docker, docker_cli, registry_base
 
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -188,6 +188,58 @@ class TestBuild:
         assert done.returncode == 0, done.stderr
         again = json.loads(done.stdout)
         assert again["reused"] is True and again["image_id"] == built["image_id"]
+
+
+def _build(root: Path, run_id: str, *args: str) -> dict[str, object]:
+    """envsnap build RUN --json ... on the test base image; its JSON answer."""
+    options = ["--store", str(root / ".envsnap"), "--base", registry_base(), "--json", *args]
+    done = subprocess.run(
+        [sys.executable, "-m", "envsnap", "build", run_id, *options],
+        cwd=root,
+        env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    info: dict[str, object] = json.loads(done.stdout)
+    return info
+
+
+class TestPushAndRebuild:
+    """These run after TestBuild: they move the image the module built."""
+
+    def test_push_records_the_digest_and_a_later_build_pulls_it(
+        self, captured: tuple[Path, str], built: dict[str, object]
+    ) -> None:
+        """--push records the registry digest; with the local image gone, the next build pulls
+        the image by that digest instead of building it again."""
+        root, run_id = captured
+        repository = f"{REGISTRY}/envsnap-tests/envs"
+        pushed = _build(root, run_id, "--push", repository)
+        digest = str(pushed["registry_digest"])
+        assert digest.startswith(f"{repository}@sha256:")
+        recorded = tomllib.loads((root / ".envsnap/runs" / run_id / "image.toml").read_text())
+        assert recorded["registry_digest"] == digest
+        pushed_tag = f"{repository}:{str(built['reference']).rsplit(':', 1)[1]}"
+        docker("rmi", "--force", str(built["image_id"]))
+        again = _build(root, run_id)
+        assert again["pulled"] is True and again["reused"] is True
+        assert again["image_id"] == built["image_id"]
+        docker("rmi", pushed_tag, check=False)  # the pull left only the registry digest
+
+    def test_rebuild_removes_the_image_it_replaces(
+        self, captured: tuple[Path, str], built: dict[str, object]
+    ) -> None:
+        """--rebuild with an empty build cache makes a new image; the old one, untagged now,
+        is removed rather than left dangling."""
+        root, run_id = captured
+        before = str(built["image_id"])
+        docker("builder", "prune", "--all", "--force")
+        after = _build(root, run_id, "--rebuild")
+        assert after["reused"] is False and after["image_id"] != before
+        assert docker("image", "inspect", before, check=False).returncode != 0
+        assert docker("image", "inspect", str(after["image_id"])).returncode == 0
 
 
 class TestBuildErrors:
