@@ -291,6 +291,7 @@ def rerun(
     allow_unlocked: bool = False,
     rebuild: bool = False,
     on_output: Callable[[str], None] | None = None,
+    on_build_line: Callable[[str], None] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
     """Rerun a recorded run in its pinned image (reused or built) and compare it with the
@@ -333,6 +334,7 @@ def rerun(
         cwd=ws.cwd,
         env=ws.env,
         on_output=on_output,
+        on_build_line=on_build_line,
         echo=echo,
     )
 

@@ -265,7 +265,7 @@ def build(
         push=push,
         allow_unlocked=allow_unlocked,
         rebuild=rebuild,
-        on_line=show,
+        on_line=_build_progress(verbose),
         echo=show,
     )
     if as_json:
@@ -280,6 +280,21 @@ def build(
     click.echo(f"envsnap: {state} in {built.seconds:.1f}s from {built.base}", err=True)
     for note in built.unlocked:
         click.echo(f"envsnap: not locked: {note}", err=True)
+
+
+def _build_progress(verbose: bool) -> Callable[[str], None] | None:
+    """-v: the whole docker build log; on a terminal: each build step's title; else nothing."""
+
+    def show(line: str) -> None:
+        click.echo(line, err=True)
+
+    if verbose:
+        return show
+    if sys.stderr.isatty():
+        from envsnap.engine import progress_printer
+
+        return progress_printer(show)
+    return None
 
 
 @cli.command()
@@ -364,6 +379,7 @@ def rerun(
         allow_unlocked=allow_unlocked,
         rebuild=rebuild,
         on_output=stream,
+        on_build_line=_build_progress(verbose),
         echo=stream if verbose else None,
     )
     if as_json:

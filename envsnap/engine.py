@@ -266,6 +266,20 @@ class BuildLog:
         return BuildFailure(step=step, reason=reason, disk_full=self._disk_full)
 
 
+def progress_printer(show: Callable[[str], None]) -> Callable[[str], None]:
+    """A build-log sink that shows each step's title once, as BuildKit starts it: the
+    progress a terminal gets without -v."""
+    seen: set[str] = set()
+
+    def take(line: str) -> None:
+        match = _STEP_HEADER.match(line)
+        if match and match.group(1) not in seen:
+            seen.add(match.group(1))
+            show(f"  {_shorten(match.group(2).strip(), _MAX_TITLE)}")
+
+    return take
+
+
 def parse_build_failure(log: str) -> BuildFailure:
     """The failing step and reason in a whole captured BuildKit log."""
     reader = BuildLog()

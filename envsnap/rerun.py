@@ -256,6 +256,7 @@ def rerun_run(
     cwd: Path,
     env: Mapping[str, str],
     on_output: Callable[[str], None] | None = None,
+    on_build_line: Callable[[str], None] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
     """Rerun a stored run in its image and compare the new run with it."""
@@ -295,7 +296,7 @@ def rerun_run(
             notes.append(f"data {item.path} changed since the run was captured")
     missing = missing_environment(manifest, options.env)
     engine.info()  # the daemon answers, before anything is built or checked out
-    built = build_run(stored, store, engine, build, env=env, on_line=echo)
+    built = build_run(stored, store, engine, build, env=env, on_line=on_build_line)
 
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -100,7 +101,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
         root,
         {
             "fail.py": "import os, sys\nsys.exit(3 if os.getenv('MODE') == 'fail' else 0)\n",
-            "hang.py": "import os, time\ntime.sleep(600 if os.getenv('MODE') == 'hang' else 0)\n",
+            "hang.py": "import os, time\nprint('hang.py started', flush=True)\n"
+            "time.sleep(600 if os.getenv('MODE') == 'hang' else 0)\n",
         },
     )
     train, fail, hang = _capture_in_container(
@@ -199,6 +201,40 @@ class TestRerun:
         assert rerun.result is not None and rerun.result.interrupted
         assert "timed out" in rerun.result.error
         assert _containers(runs["hang"]) == ""
+
+    def test_ctrl_c_stops_the_container_and_still_reports(
+        self, trained: tuple[Path, dict[str, str]]
+    ) -> None:
+        """Ctrl-C while the command runs: the container is removed, the rerun is stored with an
+        interrupted result, the report is printed, and envsnap exits 2."""
+        root, runs = trained
+        rerun = ["rerun", runs["hang"], "--env", "MODE=hang", "--timeout", "300s"]
+        rerun += ["--base", registry_base()]  # the timeout bounds the test should SIGINT be lost
+        process = subprocess.Popen(
+            [sys.executable, "-m", "envsnap", *rerun],
+            cwd=root,
+            env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:  # the container's output streams to stderr
+            seen.append(line)
+            if "hang.py started" in line:
+                break
+        assert any("hang.py started" in line for line in seen), "".join(seen)
+        assert _containers(runs["hang"]) != ""
+        process.send_signal(signal.SIGINT)
+        out, rest = process.communicate(timeout=120)
+        err = "".join(seen) + rest
+        assert process.returncode == 2, out + err
+        assert "interrupted" in err and "Traceback" not in err
+        assert f"of {runs['hang']}: interrupted (Ctrl-C)" in out
+        assert _containers(runs["hang"]) == ""
+        stored = Store(root / ".envsnap").load(out.split()[1])
+        assert stored.result is not None and stored.result.interrupted
 
     def test_gpu_asked_on_a_host_without_one(self, trained: tuple[Path, dict[str, str]]) -> None:
         """--gpus on a host without GPUs: exit 2 before any engine is asked (none is reachable)."""

@@ -21,6 +21,7 @@ from envsnap.engine import (
     parse_image_info,
     parse_push_digest,
     pick_repo_digest,
+    progress_printer,
     split_reference,
 )
 
@@ -315,3 +316,16 @@ class TestSecretMask:
         short.write_text("}\nab\n")
         mask = SecretMask.from_files({"gone": tmp_path / "gone", "short": short})
         assert mask("ab } #1 DONE") == "ab } #1 DONE"
+
+
+class TestProgress:
+    def test_each_step_title_once(self) -> None:
+        """A terminal sees each BuildKit step's title once, and none of the step's chatter."""
+        shown: list[str] = []
+        take = progress_printer(shown.append)
+        for line in LOG_RUN_FAILED_20_10.splitlines():
+            take(line)
+        assert shown[0] == "  [internal] load build definition from Dockerfile"
+        assert "  [1/5] FROM docker.io/envsnap-test/python:3.11-bookworm" in shown
+        assert len(shown) == len(set(shown))
+        assert not any("sha256:" in line and "FROM" not in line for line in shown)
