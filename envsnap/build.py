@@ -99,28 +99,27 @@ def build_run(
             hint="build from a run captured in a venv, or use envsnap lock for the conda lock",
         )
     cached = None if options.rebuild else _recorded_image(store, manifest, engine)
-    lock, _ = lock_run(run, source=source, cache_dir=options.cache_dir)
-    unlocked = tuple(f"{n.name} {n.version}: {n.reason}" for n in lock.unlockable)
-    if unlocked and not options.allow_unlocked:
-        raise UsageError(
-            f"{len(unlocked)} package(s) cannot be locked: {'; '.join(unlocked[:3])}"
-            + ("; ..." if len(unlocked) > 3 else ""),
-            hint="see lock.toml in the run directory, or pass --allow-unlocked to build anyway",
-        )
     if cached is not None:
+        # The environment was locked and built before: no lock, no index, no build.
+        _refuse_unlocked(cached.unlocked, options)
         built = dataclasses.replace(
             cached,
             run_id=manifest.run_id,
             seconds=round(time.monotonic() - started, 3),
             reused=True,
-            unlocked=unlocked,
         )
     else:
         choice = choose_base(manifest, cli_base=options.base, config_base=options.config_base)
+        base = engine.resolve_digest(choice.reference)
+        provided = base_packages(engine, base)
+        lock, _ = lock_run(run, source=source, cache_dir=options.cache_dir, provided=provided)
+        unlocked = tuple(f"{n.name} {n.version}: {n.reason}" for n in lock.unlockable)
+        _refuse_unlocked(unlocked, options)
         built = _build(
             run,
             engine,
             choice,
+            base,
             lock,
             unlocked,
             env=env,
@@ -140,10 +139,54 @@ def build_run(
     return built
 
 
+def _refuse_unlocked(unlocked: tuple[str, ...], options: BuildOptions) -> None:
+    if unlocked and not options.allow_unlocked:
+        raise UsageError(
+            f"{len(unlocked)} package(s) cannot be locked: {'; '.join(unlocked[:3])}"
+            + ("; ..." if len(unlocked) > 3 else ""),
+            hint="see lock.toml in the run directory, or pass --allow-unlocked to build anyway",
+        )
+
+
+# Run by the base image's Python: every distribution it sees, as {normalised name: version}.
+_LIST_PACKAGES = (
+    "import importlib.metadata as m, json, re\n"
+    "found = {}\n"
+    "for d in m.distributions():\n"
+    "    name = re.sub(r'[-_.]+', '-', d.metadata['Name'] or '').lower()\n"
+    "    if name: found.setdefault(name, d.version)\n"
+    "print('ENVSNAP-PACKAGES ' + json.dumps(found, sort_keys=True))\n"
+)
+
+
+def base_packages(engine: Engine, base: str, *, python: str = "python3") -> dict[str, str]:
+    """The Python packages the base image provides, read by its own interpreter in a throwaway
+    container (no network)."""
+    import json
+
+    from envsnap.engine import BuildError
+
+    lines: list[str] = []
+    name = f"envsnap-base-packages-{os.urandom(4).hex()}"
+    code = engine.run(base, [python, "-I", "-c", _LIST_PACKAGES], name=name, on_output=lines.append)
+    found = [line for line in lines if line.startswith("ENVSNAP-PACKAGES ")]
+    if code != 0 or not found:
+        tail = " ".join(" ".join(lines[-3:]).split())[-300:]
+        raise BuildError(
+            f"the base image {base} has no working {python} (exit code {code}"
+            + (f": {tail}" if tail else "")
+            + ")",
+            hint="choose a base image with Python (--base or [tool.envsnap] base-image)",
+        )
+    data = json.loads(found[-1].split(" ", 1)[1])
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def _build(
     run: StoredRun,
     engine: Engine,
     choice: BaseChoice,
+    base: str,
     lock: LockResult,
     unlocked: tuple[str, ...],
     *,
@@ -152,10 +195,12 @@ def _build(
     options: BuildOptions,
     on_line: Callable[[str], None] | None,
 ) -> BuiltImage:
+    from importlib import resources
+
     import envsnap
 
     manifest = run.manifest
-    base = engine.resolve_digest(choice.reference)
+    venv_script = resources.files("envsnap.templates").joinpath("envsnap_venv.py").read_bytes()
     with tempfile.TemporaryDirectory(prefix="envsnap-build-") as tmp:
         context = Path(tmp) / "context"
         context.mkdir()
@@ -163,6 +208,8 @@ def _build(
         tool_lock = lock_tool_requirements(source, cache_dir=options.cache_dir)
         files = {
             "requirements.lock.txt": lock.requirements.encode(),
+            "base-provided.txt": "".join(f"{name}\n" for name in lock.base_provided).encode(),
+            "envsnap_venv.py": venv_script,
             f"tool/{wheel_name}": wheel,
             "tool/requirements.lock.txt": tool_lock.encode(),
         }
@@ -185,6 +232,9 @@ def _build(
             tag=tag,
             secrets=secrets,
             build_args={"ENVSNAP_BASE": base},
+            # --rebuild means from scratch: a cached layer would hide an index that no longer
+            # serves a pinned file, which is what a rebuild is there to find out.
+            no_cache=options.rebuild,
             on_line=on_line,
         )
     return BuiltImage(

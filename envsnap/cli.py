@@ -15,6 +15,7 @@ from envsnap.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, EnvsnapError, Interr
 F = TypeVar("F", bound=Callable[..., Any])
 
 SEVERITY_CHOICE = click.Choice(["info", "warning", "breaking"])
+_DETAIL_LINES = 20
 
 
 def store_option(func: F) -> F:
@@ -497,6 +498,9 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
+        if exc.detail and exc.show_detail:  # a failed build's log tail, before the sentence
+            for line in exc.detail.splitlines()[-_DETAIL_LINES:]:
+                click.echo(f"  | {line}", err=True)
         click.echo(f"envsnap: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

@@ -91,6 +91,8 @@ class ImageNotPinnableError(EngineError):
 class BuildError(EngineError):
     """``docker build`` failed; ``step`` names the failing Dockerfile step when it is known."""
 
+    show_detail = True  # the tail of the build log says what the step printed
+
     def __init__(
         self,
         message: str,
@@ -307,15 +309,15 @@ def build_error(tag: str, dockerfile: Path, log: BuildLog) -> EngineError:
     if failure.step:
         return BuildError(
             f"docker build of {tag} failed at step {_shorten(failure.step, _MAX_TITLE)}: {reason}",
-            hint=f"fix that step in {dockerfile} (the last lines of the build output are in "
-            "the details; -v shows all of it)",
+            hint=f"the last lines of the build output are above; -v shows all of it "
+            f"(Dockerfile: {dockerfile.name})",
             detail=tail,
             step=failure.step,
         )
     return BuildError(
         f"docker build of {tag} failed: {reason}",
-        hint=f"check {dockerfile} and the build context (the last lines of the build output "
-        "are in the details; -v shows all of it)",
+        hint=f"check {dockerfile.name} and the build context; the last lines of the build "
+        "output are above, -v shows all of it",
         detail=tail,
     )
 
@@ -571,10 +573,12 @@ class Engine:
         build_args: Mapping[str, str] | None = None,
         add_hosts: Sequence[str] = (),
         network: str | None = None,
+        no_cache: bool = False,
         on_line: LineSink | None = None,
     ) -> str:
         """Build with BuildKit and return the image id (``sha256:...``). Output lines go to
-        ``on_line`` as they come, with secret-file contents masked."""
+        ``on_line`` as they come, with secret-file contents masked. ``no_cache`` builds every
+        step afresh (the base image is still used by its digest)."""
         secrets = dict(secrets or {})
         for secret_id, path in sorted(secrets.items()):
             if not path.is_file():
@@ -594,6 +598,8 @@ class Engine:
         with tempfile.TemporaryDirectory(prefix="envsnap-build-") as tmp:
             iidfile = Path(tmp) / "iid"
             args: list[str] = ["build", "--progress=plain", "--iidfile", str(iidfile)]
+            if no_cache:
+                args.append("--no-cache")
             for secret_id, path in sorted(secrets.items()):
                 args += ["--secret", f"id={secret_id},src={path}"]
             for key, value in sorted((build_args or {}).items()):

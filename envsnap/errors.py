@@ -11,6 +11,8 @@ class EnvsnapError(Exception):
     """A failure with one sentence for the user: what went wrong and what to do next."""
 
     exit_code: int = EXIT_ERROR
+    # Whether the command line prints ``detail`` (the tail of a tool's output) above the sentence.
+    show_detail: bool = False
 
     def __init__(self, message: str, *, hint: str = "", detail: str = "") -> None:
         super().__init__(message)

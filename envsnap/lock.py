@@ -146,8 +146,10 @@ class LockResult:
     locked_conda: int = 0
     unlockable: tuple[PackageNote, ...] = ()
     # Installed by the build another way: the project's own editable source (from the recorded
-    # commit) or conda (from the conda lock). Not a failure, so not in ``unlockable``.
+    # commit), conda (from the conda lock) or the base image. Not a failure: not ``unlockable``.
     covered_elsewhere: tuple[PackageNote, ...] = ()
+    # Normalised names of the packages the base image provides at the recorded version.
+    base_provided: tuple[str, ...] = ()
 
     def file_texts(self) -> dict[str, str]:
         """The lock files this result produces, by file name, in a fixed order."""
@@ -282,12 +284,21 @@ class _Plan:
     vcs_lines: list[tuple[str, str]] = field(default_factory=list)
     unlockable: list[PackageNote] = field(default_factory=list)
     covered: list[PackageNote] = field(default_factory=list)
+    base_provided: list[str] = field(default_factory=list)
 
 
-def lock_packages(manifest: Manifest, source: HashSource) -> LockResult:
+BASE_PROVIDED_REASON = "provided by the base image at this version; not installed again"
+
+
+def lock_packages(
+    manifest: Manifest, source: HashSource, *, provided: Mapping[str, str] | None = None
+) -> LockResult:
     """Lock the manifest's exact package set: hashes from ``source`` for index packages, pins for
-    VCS and URL packages, conda's own records for conda packages. Asks ``source`` once."""
-    plan = _plan_python(manifest)
+    VCS and URL packages, conda's own records for conda packages. Asks ``source`` once.
+
+    ``provided`` maps the normalised names of the base image's Python packages to their
+    versions; a package the base has at the recorded version is left out of the lock."""
+    plan = _plan_python(manifest, provided or {})
     queries = sorted(
         {
             IndexQuery(index_url, normalize_name(package.name), package.version)
@@ -336,6 +347,7 @@ def lock_packages(manifest: Manifest, source: HashSource) -> LockResult:
         locked_conda=len(conda_lines),
         unlockable=tuple(sorted(plan.unlockable, key=_note_key)),
         covered_elsewhere=tuple(sorted(plan.covered, key=_note_key)),
+        base_provided=tuple(sorted(plan.base_provided)),
     )
 
 
@@ -347,7 +359,7 @@ def _note(package: Package, reason: str) -> PackageNote:
     return PackageNote(name=package.name, version=package.version, reason=reason)
 
 
-def _plan_python(manifest: Manifest) -> _Plan:
+def _plan_python(manifest: Manifest, provided: Mapping[str, str]) -> _Plan:
     """Sort each package into how it is locked, or why it cannot be."""
     plan = _Plan()
     conda_covers = manifest.conda.present and bool(manifest.conda.packages)
@@ -364,6 +376,10 @@ def _plan_python(manifest: Manifest) -> _Plan:
             plan.unlockable.append(_note(package, "the package is listed more than once"))
             continue
         seen.add(project)
+        if provided.get(project) == package.version and package.source != "conda":
+            plan.covered.append(_note(package, BASE_PROVIDED_REASON))
+            plan.base_provided.append(project)
+            continue
         _plan_one(package, project, manifest, plan, conda_covers=conda_covers)
     return plan
 
@@ -714,10 +730,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 def lock_run(
-    run: StoredRun, *, source: HashSource | None = None, cache_dir: Path | None = None
+    run: StoredRun,
+    *,
+    source: HashSource | None = None,
+    cache_dir: Path | None = None,
+    provided: Mapping[str, str] | None = None,
 ) -> tuple[LockResult, list[Path]]:
     """Lock a stored run and write its lock files beside its manifest."""
-    result = lock_packages(run.manifest, source or SimpleIndexClient(cache_dir=cache_dir))
+    result = lock_packages(
+        run.manifest, source or SimpleIndexClient(cache_dir=cache_dir), provided=provided
+    )
     return result, write_lock_files(run.directory, result)
 
 

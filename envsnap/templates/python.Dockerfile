@@ -1,15 +1,18 @@
-# The experiment's Python packages, installed from the hash-locked requirements: pip refuses any
-# file whose hash is not in the lock. The venv sees the base image's own packages, so what the base
-# already provides at the pinned version (an NGC torch build, say) is not installed again.
+# The experiment's Python packages. What the base image already provides at the recorded version
+# (an NGC torch build, say) is linked into the venv from the base, not installed again; the rest
+# comes from the hash-locked requirements, and pip refuses any file whose hash is not in the lock.
+# The venv sees none of the base's other packages, so it holds exactly the recorded set.
 # The host's CA bundle and pip configuration reach pip as BuildKit secrets, never as a layer.
 FROM envsnap-base AS envsnap-env
-COPY --chmod=0644 requirements.lock.txt ${vcs_copy}/envsnap/
+COPY --chmod=0644 requirements.lock.txt base-provided.txt envsnap_venv.py ${vcs_copy}/envsnap/
 RUN --mount=type=secret,id=pip-ca --mount=type=secret,id=pip-conf \
-    ${python} -m venv --system-site-packages /opt/venv \
+    ${python} -I /envsnap/envsnap_venv.py /opt/venv /envsnap/base-provided.txt \
  && if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
  && if [ -s /run/secrets/pip-conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi \
- && /opt/venv/bin/python -m pip install --no-deps --require-hashes \
-        -r /envsnap/requirements.lock.txt${vcs_install}
+ && if grep -q '^[A-Za-z0-9]' /envsnap/requirements.lock.txt; then \
+        /opt/venv/bin/python -m pip install --no-deps --require-hashes \
+            -r /envsnap/requirements.lock.txt; \
+    fi${vcs_install}
 
 # envsnap itself, apart from the experiment's packages, so a rerun can capture inside.
 COPY --chmod=0644 tool/ /envsnap/tool/

@@ -144,6 +144,19 @@ class TestBuild:
         version = docker("run", "--rm", str(built["reference"]), "envsnap", "--version").stdout
         assert version.startswith("envsnap ")
 
+    def test_base_packages_are_linked_not_installed(
+        self, captured: tuple[Path, str], built: dict[str, object]
+    ) -> None:
+        """pip, which Debian's python3-pip gives the base at the recorded version, is linked into
+        the venv from the base instead of installed again, and lock.toml says so."""
+        root, run_id = captured
+        lock = tomllib.loads((root / ".envsnap/runs" / run_id / "lock.toml").read_text())
+        provided = {n["name"] for n in lock["covered_elsewhere"] if "base image" in n["reason"]}
+        assert "pip" in provided
+        script = "import os, pip; print(os.path.realpath(pip.__file__))"
+        where = docker("run", "--rm", str(built["reference"]), "python", "-c", script).stdout
+        assert where.startswith("/usr/lib/python3/dist-packages/pip/")
+
     def test_no_secret_in_layers(self, built: dict[str, object]) -> None:
         """The CA bundle passed as a secret is in no layer and no history entry."""
         history = docker("history", "--no-trunc", str(built["reference"])).stdout
@@ -231,11 +244,10 @@ class TestPushAndRebuild:
     def test_rebuild_removes_the_image_it_replaces(
         self, captured: tuple[Path, str], built: dict[str, object]
     ) -> None:
-        """--rebuild with an empty build cache makes a new image; the old one, untagged now,
+        """--rebuild builds every step afresh and makes a new image; the old one, untagged now,
         is removed rather than left dangling."""
         root, run_id = captured
         before = str(built["image_id"])
-        docker("builder", "prune", "--all", "--force")
         after = _build(root, run_id, "--rebuild")
         assert after["reused"] is False and after["image_id"] != before
         assert docker("image", "inspect", before, check=False).returncode != 0
@@ -268,6 +280,52 @@ class TestBuildErrors:
         )
         assert done.returncode == 2
         assert done.stderr.startswith("envsnap: error: ") and "Traceback" not in done.stderr
+
+    def test_base_without_python(self, captured: tuple[Path, str]) -> None:
+        """A base image without Python is refused before anything is built, in one sentence."""
+        root, run_id = captured
+        bare = f"{REGISTRY}/envsnap-test/debian:bookworm"
+        store = ["--store", str(root / ".envsnap")]
+        docker("tag", "envsnap-test/debian:bookworm", bare)
+        docker("push", bare)
+        done = subprocess.run(
+            [sys.executable, "-m", "envsnap", "build", run_id, "--base", bare, "--rebuild", *store],
+            cwd=root,
+            env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("envsnap: error: the base image ")
+        assert "has no working python3" in done.stderr and "Traceback" not in done.stderr
+
+    def test_failed_step_shows_its_log_and_keeps_the_store(
+        self, captured: tuple[Path, str], tmp_path: Path
+    ) -> None:
+        """pip failing inside the build (its index unreachable; --rebuild uses no cached layer)
+        exits 2, names the step, shows the tail of the build log, and leaves image.toml as it
+        was."""
+        root, run_id = captured
+        image_toml = root / ".envsnap/runs" / run_id / "image.toml"
+        before = image_toml.read_bytes() if image_toml.exists() else None
+        pip_conf = tmp_path / "pip.conf"
+        pip_conf.write_text("[global]\nindex-url = http://127.0.0.1:9/simple\nretries = 0\n")
+        options = ["--base", registry_base(), "--store", str(root / ".envsnap")]
+        done = subprocess.run(
+            [sys.executable, "-m", "envsnap", "build", run_id, "--rebuild", *options],
+            cwd=root,
+            env={**os.environ, "ENVSNAP_DOCKER": docker_cli(), "PIP_CONFIG_FILE": str(pip_conf)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.splitlines()
+        assert lines[-1].startswith("envsnap: error: docker build of envsnap/env:")
+        assert "failed at step [envsnap-env" in lines[-1]
+        assert any(line.startswith("  | ") for line in lines[:-1])
+        assert (image_toml.read_bytes() if image_toml.exists() else None) == before
 
     def test_engine_unavailable(self, envsnap: Envsnap) -> None:
         """No docker daemon exits 2 and says how to start one."""

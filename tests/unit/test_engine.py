@@ -155,15 +155,15 @@ class TestBuildErrorSentence:
     """A failed build becomes one sentence: what failed, where, and what to do."""
 
     def test_failing_step(self) -> None:
-        """The step and its reason lead; the hint names the Dockerfile; the tail is the detail."""
+        """The step and its reason lead; the hint says where the log is; the tail is the detail,
+        which the command line prints above the sentence."""
         error = build_error("img:1", Path("ctx/Dockerfile"), _log(LOG_RUN_FAILED_20_10))
         assert isinstance(error, BuildError)
         assert error.step == "[4/5] RUN echo step4 && false"
         assert str(error) == (
             "docker build of img:1 failed at step [4/5] RUN echo step4 && false: executor failed "
-            "running [/bin/sh -c echo step4 && false]: exit code: 1; fix that step in "
-            "ctx/Dockerfile (the last lines of the build output are in the details; -v shows "
-            "all of it)."
+            "running [/bin/sh -c echo step4 && false]: exit code: 1; the last lines of the build "
+            "output are above; -v shows all of it (Dockerfile: Dockerfile)."
         )
         assert error.detail.endswith("exit code: 1")
 

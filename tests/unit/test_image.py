@@ -122,7 +122,8 @@ class TestRendering:
             envsnap_version="0.1.0",
         )
         text = render_dockerfile(plan)
-        assert "COPY --chmod=0644 requirements.lock.txt requirements.vcs.txt /envsnap/" in text
+        copy = "COPY --chmod=0644 requirements.lock.txt base-provided.txt envsnap_venv.py "
+        assert copy + "requirements.vcs.txt /envsnap/" in text
         assert "-r /envsnap/requirements.vcs.txt" in text
 
 

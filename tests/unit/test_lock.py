@@ -710,3 +710,29 @@ class TestPageParsing:
             _parse_page(b"{}", "application/json", "u", PYPI, "six")
         with pytest.raises(EnvsnapError, match="not a package index page"):
             _parse_page(b"\x89PNG", "image/png", "u", PYPI, "six")
+
+
+class TestBaseProvided:
+    """Packages the base image has at the recorded version are neither locked nor unlockable."""
+
+    def test_provided_at_the_recorded_version_is_left_to_the_base(self) -> None:
+        """An NGC torch build no index serves is covered by the base; numpy at another version
+        than the base's is still locked from the index."""
+        torch = Package(name="torch", version="2.3.0a0+40ec155e58", source="system")
+        numpy = Package(name="numpy", version="2.1.3")
+        provided = {"torch": "2.3.0a0+40ec155e58", "numpy": "1.26.4"}
+        result = lock_packages(with_packages(torch, numpy), FakeIndex(), provided=provided)
+        assert result.base_provided == ("torch",)
+        assert result.unlockable == ()
+        assert [(n.name, n.reason) for n in result.covered_elsewhere] == [
+            ("torch", "provided by the base image at this version; not installed again")
+        ]
+        assert "numpy==2.1.3 \\" in lines_of(result.requirements)
+        assert "torch" not in result.requirements
+
+    def test_without_a_base_the_same_package_is_unlockable(self) -> None:
+        """The same torch, with no base that provides it, cannot be locked."""
+        torch = Package(name="torch", version="2.3.0a0+40ec155e58", source="system")
+        result = lock_packages(with_packages(torch), FakeIndex())
+        assert [n.name for n in result.unlockable] == ["torch"]
+        assert result.base_provided == ()
