@@ -309,8 +309,7 @@ def build_error(tag: str, dockerfile: Path, log: BuildLog) -> EngineError:
     if failure.step:
         return BuildError(
             f"docker build of {tag} failed at step {_shorten(failure.step, _MAX_TITLE)}: {reason}",
-            hint=f"the last lines of the build output are above; -v shows all of it "
-            f"(Dockerfile: {dockerfile.name})",
+            hint="the last lines of the build output are above; -v shows all of it",
             detail=tail,
             step=failure.step,
         )

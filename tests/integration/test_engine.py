@@ -218,7 +218,7 @@ class TestBuild:
         assert error.step == f"[3/4] RUN echo about-to-fail-{suffix} && exit 3"
         assert str(error).startswith(f"docker build of {tag} failed at step [3/4] RUN echo")
         assert "exit code: 3" in str(error)
-        assert str(error).endswith("-v shows all of it).")
+        assert str(error).endswith("-v shows all of it.")
         assert f"about-to-fail-{suffix}" in error.detail
         assert not engine.image_exists(tag)
 

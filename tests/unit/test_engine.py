@@ -163,7 +163,7 @@ class TestBuildErrorSentence:
         assert str(error) == (
             "docker build of img:1 failed at step [4/5] RUN echo step4 && false: executor failed "
             "running [/bin/sh -c echo step4 && false]: exit code: 1; the last lines of the build "
-            "output are above; -v shows all of it (Dockerfile: Dockerfile)."
+            "output are above; -v shows all of it."
         )
         assert error.detail.endswith("exit code: 1")
 
