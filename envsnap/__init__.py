@@ -9,17 +9,30 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = [
+    "build",
     "capture",
     "check",
     "diff",
     "list_runs",
+    "lock",
     "open_run",
+    "rerun",
     "run_recorded",
     "seed_everything",
 ]
 
 if TYPE_CHECKING:
-    from envsnap.api import capture, check, diff, list_runs, open_run, run_recorded
+    from envsnap.api import (
+        build,
+        capture,
+        check,
+        diff,
+        list_runs,
+        lock,
+        open_run,
+        rerun,
+        run_recorded,
+    )
     from envsnap.seeding import seed_everything
 
 
