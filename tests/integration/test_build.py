@@ -296,6 +296,7 @@ class TestBuildErrors:
             text=True,
             timeout=300,
         )
+        docker("rmi", bare)  # only the tag: the Debian test image stays
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("envsnap: error: the base image ")
         assert "has no working python3" in done.stderr and "Traceback" not in done.stderr
