@@ -66,7 +66,12 @@ fi
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 missing=()
-for pkg in docker.io debootstrap docker-registry; do
+# An engine installed some other way (docker-ce on CI runners) is used as it is: installing
+# Debian's docker.io beside it would conflict with its containerd.
+if ! { command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1; }; then
+  pkg_installed docker.io || missing+=(docker.io)
+fi
+for pkg in debootstrap docker-registry; do
   pkg_installed "$pkg" || missing+=("$pkg")
 done
 command -v curl >/dev/null 2>&1 || missing+=(curl)
