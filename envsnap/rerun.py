@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from envsnap.build import BuildOptions, BuiltImage
     from envsnap.config import Config
     from envsnap.drift import DriftReport
-    from envsnap.engine import Engine
+    from envsnap.engine import Engine, Mount
     from envsnap.store import Store, StoredRun
 
 CONTAINER_CODE = "/work"
@@ -36,6 +36,14 @@ CONTAINER_ORIGINAL = "/envsnap/original"
 CONTAINER_STORE = "/envsnap/store"
 IMAGE_UID = 10001  # the non-root user Dockerfile.base creates
 EXIT_INTERRUPTED = 130
+# What the container runs: the image's own envsnap replays the original run (see replay()).
+REPLAY_ARGV = (
+    "envsnap",
+    "_replay",
+    f"{CONTAINER_ORIGINAL}/manifest.toml",
+    "--store",
+    CONTAINER_STORE,
+)
 _TAIL_LINES = 40
 
 # Facts a rerun changes by construction: it works in a detached scratch checkout.
@@ -261,9 +269,91 @@ def rerun_run(
 ) -> RerunOutcome:
     """Rerun a stored run in its image and compare the new run with it."""
     from envsnap.build import build_run
+    from envsnap.engine import EXIT_TIMEOUT
+    from envsnap.worktree import materialize
+
+    manifest = stored.manifest
+    plan = _preflight(stored, options, repo_root=repo_root, cwd=cwd, env=env, echo=echo)
+    engine.info()  # the daemon answers, before anything is built or checked out
+    built = build_run(stored, store, engine, build, env=env, on_line=on_build_line)
+
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+
+    def take(line: str) -> None:
+        tail.append(line)
+        if on_output is not None:
+            on_output(line)
+
+    with tempfile.TemporaryDirectory(prefix="envsnap-rerun-") as scratch:
+        root = Path(scratch)
+        code, scratch_store, original = root / "code", root / "store", root / "original"
+        materialize(plan.repo_root, manifest.git, plan.patch, code, env=env, echo=echo)
+        scratch_store.mkdir()
+        original.mkdir()
+        (original / "manifest.toml").write_bytes(stored.manifest_path.read_bytes())
+        workdir = str(PurePosixPath(CONTAINER_CODE) / manifest.command.cwd)
+        interrupted = False
+        try:
+            exit_code = engine.run(
+                built.reference,
+                REPLAY_ARGV,
+                name=f"envsnap-rerun-{manifest.run_id}-{os.urandom(3).hex()}",
+                mounts=_mounts(manifest, code, original, scratch_store, plan.data_base, workdir),
+                env=container_environment(manifest, options.env),
+                workdir=workdir,
+                user=_container_user((code, scratch_store)),
+                network=options.network,
+                gpus=plan.gpus,
+                timeout=options.timeout_s,
+                on_output=take,
+            )
+        except InterruptError:
+            interrupted, exit_code = True, EXIT_INTERRUPTED
+        timed_out = options.timeout_s is not None and exit_code == EXIT_TIMEOUT and not interrupted
+        new_dir = _recorded_run(scratch_store, exit_code, tail)
+        if not (new_dir / "result.toml").is_file():
+            _write_stopped_result(new_dir, exit_code, interrupted, options.timeout_s)
+        directory = store.import_run(new_dir)
+    return RerunOutcome(
+        original=manifest.run_id,
+        rerun=directory.name,
+        directory=directory,
+        image=built.reference,
+        image_id=built.image_id,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        interrupted=interrupted,
+        missing_env=plan.missing_env,
+        notes=(*plan.notes, *_image_notes(built)),
+        report=_compare(stored, directory, config, options),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Preflight:
+    """What the checks before any container found: where things are and what to tell."""
+
+    repo_root: Path
+    patch: bytes | None
+    gpus: str | None
+    data_base: Path
+    notes: tuple[str, ...]
+    missing_env: tuple[str, ...]
+
+
+def _preflight(
+    stored: StoredRun,
+    options: RerunOptions,
+    *,
+    repo_root: Path | None,
+    cwd: Path,
+    env: Mapping[str, str],
+    echo: Callable[[str], None] | None,
+) -> _Preflight:
+    """Every check that can refuse a rerun, done before the engine is asked anything."""
     from envsnap.probes.data import fingerprint_data
     from envsnap.probes.gpu import capture_gpu
-    from envsnap.worktree import CodeError, check_commit, check_restorable, materialize
+    from envsnap.worktree import CodeError, check_commit, check_restorable
 
     manifest = stored.manifest
     check_rerunnable(manifest)
@@ -290,94 +380,40 @@ def rerun_run(
             notes.append(note)
     data_base = repo_root / manifest.command.cwd
     current = {d.path: d for d in fingerprint_data([d.path for d in manifest.data], base=data_base)}
-    for item in manifest.data:
-        now = current.get(item.path)
-        if now is not None and now.sha256 != item.sha256:
-            notes.append(f"data {item.path} changed since the run was captured")
-    missing = missing_environment(manifest, options.env)
-    engine.info()  # the daemon answers, before anything is built or checked out
-    built = build_run(stored, store, engine, build, env=env, on_line=on_build_line)
-
-    tail: deque[str] = deque(maxlen=_TAIL_LINES)
-
-    def take(line: str) -> None:
-        tail.append(line)
-        if on_output is not None:
-            on_output(line)
-
-    with tempfile.TemporaryDirectory(prefix="envsnap-rerun-") as scratch:
-        root = Path(scratch)
-        code, scratch_store, original = root / "code", root / "store", root / "original"
-        materialize(repo_root, manifest.git, patch, code, env=env, echo=echo)
-        scratch_store.mkdir()
-        original.mkdir()
-        (original / "manifest.toml").write_bytes(stored.manifest_path.read_bytes())
-        user = _container_user((code, scratch_store))
-        workdir = str(PurePosixPath(CONTAINER_CODE) / manifest.command.cwd)
-        from envsnap.engine import Mount
-
-        mounts = [
-            Mount(source=code, target=CONTAINER_CODE, read_only=False),
-            Mount(source=original, target=CONTAINER_ORIGINAL),
-            Mount(source=scratch_store, target=CONTAINER_STORE, read_only=False),
-            *(
-                Mount(source=data_base / item.path, target=str(PurePosixPath(workdir) / item.path))
-                for item in manifest.data
-                if not PurePosixPath(item.path).is_absolute()
-            ),
-            *(
-                Mount(source=Path(item.path), target=item.path)
-                for item in manifest.data
-                if PurePosixPath(item.path).is_absolute()
-            ),
-        ]
-        name = f"envsnap-rerun-{manifest.run_id}-{os.urandom(3).hex()}"
-        replay_argv = ["envsnap", "_replay", f"{CONTAINER_ORIGINAL}/manifest.toml"]
-        replay_argv += ["--store", CONTAINER_STORE]
-        interrupted = False
-        try:
-            exit_code = engine.run(
-                built.reference,
-                [
-                    "envsnap",
-                    "_replay",
-                    f"{CONTAINER_ORIGINAL}/manifest.toml",
-                    "--store",
-                    CONTAINER_STORE,
-                ],
-                name=name,
-                mounts=mounts,
-                env=container_environment(manifest, options.env),
-                workdir=workdir,
-                user=user,
-                network=options.network,
-                gpus=gpus,
-                timeout=options.timeout_s,
-                on_output=take,
-            )
-        except InterruptError:
-            interrupted, exit_code = True, EXIT_INTERRUPTED
-        from envsnap.engine import EXIT_TIMEOUT
-
-        timed_out = options.timeout_s is not None and exit_code == EXIT_TIMEOUT and not interrupted
-        new_dir = _recorded_run(scratch_store, exit_code, tail)
-        if not (new_dir / "result.toml").is_file():
-            _write_stopped_result(new_dir, exit_code, interrupted, options.timeout_s)
-        directory = store.import_run(new_dir)
-    report = _compare(stored, directory, config, options)
-    return RerunOutcome(
-        original=manifest.run_id,
-        rerun=directory.name,
-        directory=directory,
-        image=built.reference,
-        image_id=built.image_id,
-        exit_code=exit_code,
-        timed_out=timed_out,
-        interrupted=interrupted,
-        missing_env=missing,
-        notes=(*notes, *_image_notes(built)),
-        report=report,
+    notes.extend(
+        f"data {item.path} changed since the run was captured"
+        for item in manifest.data
+        if item.path in current and current[item.path].sha256 != item.sha256
     )
+    return _Preflight(
+        repo_root=repo_root,
+        patch=patch,
+        gpus=gpus,
+        data_base=data_base,
+        notes=tuple(notes),
+        missing_env=missing_environment(manifest, options.env),
+    )
+
+
+def _mounts(
+    manifest: Manifest, code: Path, original: Path, store: Path, data_base: Path, workdir: str
+) -> list[Mount]:
+    """Code and scratch store writable; the original manifest and every data path read-only,
+    data at the place the command saw it."""
+    from envsnap.engine import Mount
+
+    mounts = [
+        Mount(source=code, target=CONTAINER_CODE, read_only=False),
+        Mount(source=original, target=CONTAINER_ORIGINAL),
+        Mount(source=store, target=CONTAINER_STORE, read_only=False),
+    ]
+    for item in manifest.data:
+        path = PurePosixPath(item.path)
+        if path.is_absolute():
+            mounts.append(Mount(source=Path(item.path), target=item.path))
+        else:
+            mounts.append(Mount(source=data_base / item.path, target=str(workdir / path)))
+    return mounts
 
 
 def container_environment(manifest: Manifest, supplied: Mapping[str, str]) -> dict[str, str]:
@@ -412,7 +448,7 @@ def _recorded_run(scratch_store: Path, exit_code: int, tail: Sequence[str]) -> P
             f"the rerun container recorded no run (exit code {exit_code}"
             + (f": {last[-300:]}" if last else "")
             + ")",
-            hint="run again with -v to see the container's output",
+            hint="its output is above; check that the image runs envsnap (envsnap build)",
             detail="\n".join(tail),
         )
     return runs[0].parent
