@@ -99,6 +99,8 @@ def build_run(
             hint="build from a run captured in a venv, or use envsnap lock for the conda lock",
         )
     cached = None if options.rebuild else _recorded_image(store, manifest, engine)
+    if cached is not None and not _same_base(cached.base, options.base or options.config_base):
+        cached = None  # another base was asked for than the recorded image was built on
     if cached is not None:
         # The environment was locked and built before: no lock, no index, no build.
         _refuse_unlocked(cached.unlocked, options)
@@ -137,6 +139,21 @@ def build_run(
         _record_env_image(store, built)
     _write_image_toml(run.directory, built)
     return built
+
+
+def _same_base(built_on: str, asked: str) -> bool:
+    """Whether an image built on ``built_on`` (pinned) serves a build that asks for ``asked``:
+    nothing asked, the same digest, or, for a tag, the same repository (the tag was resolved
+    when the image was built; a rebuild resolves it again)."""
+    from envsnap.engine import familiar_repository, split_reference
+
+    if not asked:
+        return True
+    built_repository, _, built_digest = split_reference(built_on)
+    repository, _, digest = split_reference(asked)
+    if digest:
+        return digest == built_digest
+    return familiar_repository(repository) == familiar_repository(built_repository)
 
 
 def _refuse_unlocked(unlocked: tuple[str, ...], options: BuildOptions) -> None:

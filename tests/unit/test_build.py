@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
-from envsnap.build import build_tool_wheel
+from envsnap.build import _same_base, build_tool_wheel
 
 
 class TestToolWheel:
@@ -27,3 +27,32 @@ class TestToolWheel:
         assert "Requires-Dist: click==" in metadata
         assert {line.split(",")[0] for line in record} == names
         assert not any("__pycache__" in n for n in names)
+
+
+class TestReuseBase:
+    """An image recorded for the environment is reused only for the base that was asked for."""
+
+    BUILT_ON = "127.0.0.1:5000/envsnap-test/python@sha256:" + "a" * 64
+
+    def test_nothing_asked(self) -> None:
+        """Without --base or a configured base, the recorded image serves."""
+        assert _same_base(self.BUILT_ON, "")
+
+    def test_same_repository_by_tag(self) -> None:
+        """A tag of the same repository serves: it was resolved when the image was built."""
+        assert _same_base(self.BUILT_ON, "127.0.0.1:5000/envsnap-test/python:3.11-bookworm")
+
+    def test_other_repository(self) -> None:
+        """Another repository means another base: build again."""
+        assert not _same_base(self.BUILT_ON, "python:3.11.7-slim-bookworm")
+
+    def test_digest_must_match(self) -> None:
+        """A pinned request serves only when the digest is the recorded one."""
+        assert _same_base(self.BUILT_ON, "127.0.0.1:5000/envsnap-test/python@sha256:" + "a" * 64)
+        assert not _same_base(
+            self.BUILT_ON, "127.0.0.1:5000/envsnap-test/python@sha256:" + "b" * 64
+        )
+
+    def test_docker_hub_spellings_are_one_repository(self) -> None:
+        """docker.io/library/python and python are the same repository."""
+        assert _same_base("docker.io/library/python@sha256:" + "c" * 64, "python:3.11")
