@@ -322,9 +322,12 @@ def compare(
 ) -> DriftReport:
     """Compare two runs: environment fields, then exit codes, outputs and metrics when both ran."""
     a, b = flatten_manifest(old), flatten_manifest(new)
+    # A category's name ("python", "host") ignores that category only, not every field under the
+    # section of the same name: python.packages.* belong to "packages", host.kernel to "os".
+    field_patterns = [p for p in ignore if p not in CATEGORY_ORDER]
     fields: list[FieldDrift] = []
     for path in sorted(set(a) | set(b)):
-        if any(_ignored(path, pattern) for pattern in ignore):
+        if any(_ignored(path, pattern) for pattern in field_patterns):
             continue
         in_a, in_b = path in a, path in b
         va, vb = a.get(path), b.get(path)

@@ -276,3 +276,58 @@ class TestCiInit:
         )
         assert done.returncode == 2 and "not a plain relative path" in done.stderr
         assert not (tmp_path / ".github").exists()
+
+
+SELFTEST_MANIFEST = REPO / "tests" / "data" / "action" / "bumped.toml"
+
+
+def bumped_manifest() -> str:
+    """The manifest committed for the action's self-test on GitHub (see its README)."""
+    from envsnap.manifest import Host, Manifest, Package, Python, Tool
+
+    packages = (
+        Package(name="click", version="8.0.0", wheel_tag="py3-none-any", installer="pip"),
+        Package(name="nvidia-ml-py", version="12.535.108", installer="pip"),
+        Package(name="pip", version="24.0", wheel_tag="py3-none-any", installer="pip"),
+        Package(name="pyyaml", version="6.0.1", installer="pip"),
+        Package(name="tomli-w", version="1.0.0", wheel_tag="py3-none-any", installer="pip"),
+    )
+    manifest = Manifest(
+        run_id="20261123-000000-a0b1c2",
+        created="2026-11-23T00:00:00.000000Z",
+        name="action-selftest",
+        notes="committed reference for .github/workflows/action-selftest.yml; click is bumped",
+        tool=Tool(version="0.1.0"),
+        host=Host(os_id="ubuntu", os_version="24.04", arch="x86_64", cpu_count=4),
+        python=Python(
+            implementation="CPython",
+            version="3.11.0",
+            executable="/opt/hostedtoolcache/Python/3.11.0/x64/bin/python",
+            prefix="/opt/hostedtoolcache/Python/3.11.0/x64",
+            env_kind="system",
+            packages=packages,
+        ),
+    )
+    return dumps_manifest(seal(manifest))
+
+
+class TestCommittedSelfTestManifest:
+    def test_committed_file_is_current(self) -> None:
+        """tests/data/action/bumped.toml is exactly what bumped_manifest() makes, and reads back
+        as a valid, sealed manifest."""
+        assert SELFTEST_MANIFEST.read_text() == bumped_manifest()
+        assert read_manifest(SELFTEST_MANIFEST).name == "action-selftest"
+
+    def test_check_against_it_reports_the_bump(self) -> None:
+        """envsnap check against it, with the action self-test's ignore list, fails on click."""
+        ignore = ["host", "hardware", "os", "python", "driver", "cuda", "conda"]
+        done = subprocess.run(
+            [sys.executable, "-m", "envsnap", "check", "--against", str(SELFTEST_MANIFEST)]
+            + [arg for category in ignore for arg in ("--ignore", category)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"},
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "python.packages.click" in done.stdout

@@ -150,6 +150,14 @@ class TestEnvironmentDrift:
         assert compare(a, b, ignore=["python.packages.numpy"]).fields == ()
         assert compare(a, b, ignore=["packages"]).fields == ()
 
+    def test_category_name_is_not_a_field_prefix(self) -> None:
+        """Ignoring the python category leaves package drift (category packages) reported;
+        python.* as a field pattern leaves it out."""
+        a = sample_manifest()
+        b = _with_packages(a, Package(name="numpy", version="2.2.0"), a.python.packages[1])
+        assert "python.packages.numpy" in _paths(compare(a, b, ignore=["python", "host"]))
+        assert compare(a, b, ignore=["python.*"]).fields == ()
+
 
 class TestOutputDrift:
     def test_identical_results(self) -> None:
