@@ -34,6 +34,50 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
+def fail_on_option(func: F) -> F:
+    """``--fail-on``, shared by the commands that report drift."""
+    return click.option(
+        "--fail-on",
+        type=SEVERITY_CHOICE,
+        default="breaking",
+        show_default=True,
+        help="Exit 1 when drift at or above this severity is found.",
+    )(func)
+
+
+def markdown_option(func: F) -> F:
+    """``--markdown``, for a report to paste into a pull request."""
+    return click.option("--markdown", is_flag=True, help="Print the report as Markdown.")(func)
+
+
+def all_option(func: F) -> F:
+    """``--all``, to show expected differences too."""
+    return click.option("--all", "show_all", is_flag=True, help="Also show expected differences.")(
+        func
+    )
+
+
+def base_option(func: F) -> F:
+    """``--base IMAGE``, shared by build and rerun."""
+    return click.option(
+        "--base", default="", metavar="IMAGE", help="Base image (resolved to a digest)."
+    )(func)
+
+
+def allow_unlocked_option(func: F) -> F:
+    """``--allow-unlocked``, shared by build and rerun."""
+    return click.option(
+        "--allow-unlocked", is_flag=True, help="Build even when some packages cannot be locked."
+    )(func)
+
+
+def rebuild_option(func: F) -> F:
+    """``--rebuild``, shared by build and rerun."""
+    return click.option(
+        "--rebuild", is_flag=True, help="Build from scratch, even when the image exists."
+    )(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo the external commands envsnap runs.")
@@ -169,15 +213,9 @@ def show(run: str, store_dir: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("old")
 @click.argument("new")
-@click.option("--all", "show_all", is_flag=True, help="Also show expected differences.")
-@click.option(
-    "--fail-on",
-    type=SEVERITY_CHOICE,
-    default="breaking",
-    show_default=True,
-    help="Exit 1 when drift at or above this severity is found.",
-)
-@click.option("--markdown", is_flag=True, help="Print a Markdown table.")
+@all_option
+@fail_on_option
+@markdown_option
 @store_option
 @json_option
 def diff(
@@ -233,14 +271,12 @@ def lock(run: str, store_dir: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run")
-@click.option("--base", default="", metavar="IMAGE", help="Base image (resolved to a digest).")
+@base_option
 @click.option(
     "--push", default="", metavar="REPOSITORY", help="Push the image and record its digest."
 )
-@click.option(
-    "--allow-unlocked", is_flag=True, help="Build even when some packages cannot be locked."
-)
-@click.option("--rebuild", is_flag=True, help="Build even when the environment was built before.")
+@allow_unlocked_option
+@rebuild_option
 @store_option
 @json_option
 @click.pass_context
@@ -323,20 +359,12 @@ def _build_progress(verbose: bool) -> Callable[[str], None] | None:
     metavar="NAME=VALUE",
     help="A variable for the container, e.g. one redacted at capture (repeatable).",
 )
-@click.option("--base", default="", metavar="IMAGE", help="Base image, when building.")
-@click.option(
-    "--allow-unlocked", is_flag=True, help="Build even when some packages cannot be locked."
-)
-@click.option("--rebuild", is_flag=True, help="Build the image even when one exists.")
-@click.option(
-    "--fail-on",
-    type=SEVERITY_CHOICE,
-    default="breaking",
-    show_default=True,
-    help="Exit 1 when drift at or above this severity is found.",
-)
-@click.option("--markdown", is_flag=True, help="Print the report as Markdown.")
-@click.option("--all", "show_all", is_flag=True, help="Also show expected differences.")
+@base_option
+@allow_unlocked_option
+@rebuild_option
+@fail_on_option
+@markdown_option
+@all_option
 @store_option
 @json_option
 @click.pass_context
@@ -415,21 +443,15 @@ def replay(original: Path, store_dir: Path | None) -> None:
     metavar="FILE",
     help="The committed reference manifest (for example envsnap.lock.toml).",
 )
-@click.option(
-    "--fail-on",
-    type=SEVERITY_CHOICE,
-    default="breaking",
-    show_default=True,
-    help="Exit 1 when drift at or above this severity is found.",
-)
+@fail_on_option
 @click.option(
     "--ignore",
     multiple=True,
     metavar="CATEGORY.FIELD",
     help="A category or field pattern to leave out (repeatable), e.g. hardware, host.kernel.",
 )
-@click.option("--markdown", is_flag=True, help="Print a Markdown table.")
-@click.option("--all", "show_all", is_flag=True, help="Also show expected differences.")
+@markdown_option
+@all_option
 @json_option
 def check(
     against: Path,

@@ -63,16 +63,22 @@ class Envsnap:
         return done
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A fresh git repository with the example project committed on main."""
-    root = tmp_path / "project"
+def example_project(root: Path, extra: Mapping[str, str] | None = None) -> Path:
+    """A copy of the example project (plus ``extra`` files) committed on main in a new repo."""
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
     (root / ".gitignore").write_text("outputs/\nmetrics.json\n.envsnap/\n")
+    for name, text in (extra or {}).items():
+        (root / name).write_text(text)
     git(root, "init", "--quiet", "--initial-branch=main")
     git(root, "add", "-A")
     git(root, "commit", "--quiet", "-m", "example")
     return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh git repository with the example project committed on main."""
+    return example_project(tmp_path / "project")
 
 
 @pytest.fixture

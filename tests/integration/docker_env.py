@@ -4,15 +4,30 @@ scripts/docker-env.sh. Never skipped: a test that needs docker fails when it can
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
+from pathlib import Path
 
 from tests.integration.conftest import REPO
 
 REGISTRY = "127.0.0.1:5000"
 BASE_IMAGE = "envsnap-test/python:3.11-bookworm"
 REGISTRY_BASE = f"{REGISTRY}/{BASE_IMAGE}"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Inside the base image: a venv with the example's requirements and envsnap (no-deps wheel of
+# this checkout, plus its dependencies from the index), activated for the captures that follow.
+CONTAINER_SETUP = """
+set -e
+python3 -m venv /opt/venv
+/opt/venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \\
+    click tomli-w nvidia-ml-py PyYAML
+/opt/venv/bin/pip install --quiet --disable-pip-version-check --no-deps /wheels/{wheel}
+git config --global --add safe.directory '*'
+. /opt/venv/bin/activate
+"""
 
 
 @functools.cache
@@ -55,3 +70,31 @@ def registry_base() -> str:
     docker("tag", BASE_IMAGE, REGISTRY_BASE)
     docker("push", REGISTRY_BASE)
     return REGISTRY_BASE
+
+
+def capture_in_container(root: Path, captures: Sequence[str]) -> list[str]:
+    """Run ``envsnap capture ARGS`` for each ARGS inside the base image, in the project at
+    ``root`` (store: root/.envsnap); return the run ids."""
+    from envsnap.build import build_tool_wheel
+
+    wheels = root.parent / "wheels"
+    wheels.mkdir(exist_ok=True)
+    name, data = build_tool_wheel()
+    (wheels / name).write_bytes(data)
+    mounts = ["-v", f"{root}:/work", "-v", f"{wheels}:/wheels:ro"]
+    env = []
+    if CA_BUNDLE.is_file():  # TLS to the index is intercepted here: pip must trust the host's CA
+        mounts += ["-v", f"{CA_BUNDLE}:/host-ca.crt:ro"]
+        env += ["-e", "PIP_CERT=/host-ca.crt"]
+    script = CONTAINER_SETUP.format(wheel=name) + "".join(
+        f"envsnap capture --store /work/.envsnap --json {line} >> /work/.ids\n" for line in captures
+    )
+    done = docker(
+        "run", "--rm", *mounts, *env, "-w", "/work", registry_base(), "sh", "-c", script,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    # A captured command prints to the same stdout; envsnap's JSON line is the one with run_id.
+    lines = (root / ".ids").read_text().splitlines()
+    (root / ".ids").unlink()
+    return [json.loads(line)["run_id"] for line in lines if line.startswith('{"')]

@@ -18,84 +18,60 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.build import build_tool_wheel
 from envsnap.store import Store
-from tests.integration.conftest import Envsnap
-from tests.integration.docker_env import REGISTRY, docker, docker_cli, registry_base
-
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-
-INSIDE = """
-set -e
-python3 -m venv /opt/venv
-/opt/venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \\
-    click tomli-w nvidia-ml-py PyYAML
-/opt/venv/bin/pip install --quiet --disable-pip-version-check --no-deps /wheels/{wheel}
-git config --global --add safe.directory '*'
-/opt/venv/bin/envsnap capture --store /work/.envsnap --name in-container --seed 3
-"""
+from tests.integration.conftest import Envsnap, example_project
+from tests.integration.docker_env import (
+    REGISTRY,
+    capture_in_container,
+    docker,
+    docker_cli,
+    registry_base,
+)
 
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """A run captured inside the base image, with numpy from PyPI: (project dir, run id)."""
-    from tests.integration.conftest import EXAMPLE, git
-
-    base = registry_base()
-    root = tmp_path_factory.mktemp("build") / "project"
-    import shutil
-
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
-    git(root, "init", "--quiet", "--initial-branch=main")
-    git(root, "add", "-A")
-    git(root, "commit", "--quiet", "-m", "example")
-    wheels = root.parent / "wheels"
-    wheels.mkdir()
-    name, data = build_tool_wheel()
-    (wheels / name).write_bytes(data)
-    mounts = ["-v", f"{root}:/work", "-v", f"{wheels}:/wheels:ro"]
-    env = []
-    if CA_BUNDLE.is_file():  # TLS to the index is intercepted here: pip must trust the host's CA
-        mounts += ["-v", f"{CA_BUNDLE}:/host-ca.crt:ro"]
-        env += ["-e", "PIP_CERT=/host-ca.crt"]
-    done = docker(
-        "run",
-        "--rm",
-        *mounts,
-        *env,
-        "-w",
-        "/work",
-        base,
-        "sh",
-        "-c",
-        INSIDE.format(wheel=name),
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    run_id = done.stdout.strip().splitlines()[-1]
+    root = example_project(tmp_path_factory.mktemp("build") / "project")
+    (run_id,) = capture_in_container(root, ["--name in-container --seed 3"])
     yield root, run_id
+
+
+def run_build(
+    root: Path, run_id: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """envsnap build RUN ARGS... in the project at ``root`` with its store."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "envsnap",
+            "build",
+            run_id,
+            "--store",
+            str(root / ".envsnap"),
+            *args,
+        ],
+        cwd=root,
+        env={**os.environ, "ENVSNAP_DOCKER": docker_cli(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def build_json(root: Path, run_id: str, *args: str) -> dict[str, object]:
+    """envsnap build RUN --json on the test base image; its JSON answer."""
+    done = run_build(root, run_id, "--base", registry_base(), "--json", *args)
+    assert done.returncode == 0, done.stderr[-4000:]
+    info: dict[str, object] = json.loads(done.stdout)
+    return info
 
 
 @pytest.fixture(scope="module")
 def built(captured: tuple[Path, str]) -> Iterator[dict[str, object]]:
     """The image built on the host for the captured run; removed afterwards."""
-    root, run_id = captured
-    env = {**os.environ, "ENVSNAP_DOCKER": docker_cli()}
-    cmd = [
-        sys.executable,
-        "-m",
-        "envsnap",
-        "build",
-        run_id,
-        "--store",
-        str(root / ".envsnap"),
-        "--base",
-        registry_base(),
-        "--json",
-    ]
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
-    info = json.loads(done.stdout)
+    info = build_json(*captured)
     yield info
     docker("rmi", "--force", str(info["reference"]), check=False)
 
@@ -176,47 +152,10 @@ class TestBuild:
     ) -> None:
         """Building the same environment again does no docker build: the recorded image is reused.
 
-        How long that takes is measured in benchmarks/bench_build.py, not asserted here."""
+        How long that takes is measured in benchmarks/bench_image.py, not asserted here."""
         root, run_id = captured
-        env = {**os.environ, "ENVSNAP_DOCKER": docker_cli()}
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "envsnap",
-                "build",
-                run_id,
-                "--store",
-                str(root / ".envsnap"),
-                "--base",
-                registry_base(),
-                "--json",
-            ],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr
-        again = json.loads(done.stdout)
+        again = build_json(root, run_id)
         assert again["reused"] is True and again["image_id"] == built["image_id"]
-
-
-def _build(root: Path, run_id: str, *args: str) -> dict[str, object]:
-    """envsnap build RUN --json ... on the test base image; its JSON answer."""
-    options = ["--store", str(root / ".envsnap"), "--base", registry_base(), "--json", *args]
-    done = subprocess.run(
-        [sys.executable, "-m", "envsnap", "build", run_id, *options],
-        cwd=root,
-        env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    info: dict[str, object] = json.loads(done.stdout)
-    return info
 
 
 class TestPushAndRebuild:
@@ -229,14 +168,14 @@ class TestPushAndRebuild:
         the image by that digest instead of building it again."""
         root, run_id = captured
         repository = f"{REGISTRY}/envsnap-tests/envs"
-        pushed = _build(root, run_id, "--push", repository)
+        pushed = build_json(root, run_id, "--push", repository)
         digest = str(pushed["registry_digest"])
         assert digest.startswith(f"{repository}@sha256:")
         recorded = tomllib.loads((root / ".envsnap/runs" / run_id / "image.toml").read_text())
         assert recorded["registry_digest"] == digest
         pushed_tag = f"{repository}:{str(built['reference']).rsplit(':', 1)[1]}"
         docker("rmi", "--force", str(built["image_id"]))
-        again = _build(root, run_id)
+        again = build_json(root, run_id)
         assert again["pulled"] is True and again["reused"] is True
         assert again["image_id"] == built["image_id"]
         docker("rmi", pushed_tag, check=False)  # the pull left only the registry digest
@@ -248,7 +187,7 @@ class TestPushAndRebuild:
         is removed rather than left dangling."""
         root, run_id = captured
         before = str(built["image_id"])
-        after = _build(root, run_id, "--rebuild")
+        after = build_json(root, run_id, "--rebuild")
         assert after["reused"] is False and after["image_id"] != before
         assert docker("image", "inspect", before, check=False).returncode != 0
         assert docker("image", "inspect", str(after["image_id"])).returncode == 0
@@ -258,26 +197,7 @@ class TestBuildErrors:
     def test_unknown_base(self, captured: tuple[Path, str]) -> None:
         """A base image that exists nowhere exits 2 with one sentence."""
         root, run_id = captured
-        env = {**os.environ, "ENVSNAP_DOCKER": docker_cli()}
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "envsnap",
-                "build",
-                run_id,
-                "--store",
-                str(root / ".envsnap"),
-                "--base",
-                "127.0.0.1:5000/nope/nothing:1",
-                "--rebuild",
-            ],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_build(root, run_id, "--base", "127.0.0.1:5000/nope/nothing:1", "--rebuild")
         assert done.returncode == 2
         assert done.stderr.startswith("envsnap: error: ") and "Traceback" not in done.stderr
 
@@ -285,17 +205,9 @@ class TestBuildErrors:
         """A base image without Python is refused before anything is built, in one sentence."""
         root, run_id = captured
         bare = f"{REGISTRY}/envsnap-test/debian:bookworm"
-        store = ["--store", str(root / ".envsnap")]
         docker("tag", "envsnap-test/debian:bookworm", bare)
         docker("push", bare)
-        done = subprocess.run(
-            [sys.executable, "-m", "envsnap", "build", run_id, "--base", bare, "--rebuild", *store],
-            cwd=root,
-            env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_build(root, run_id, "--base", bare, "--rebuild")
         docker("rmi", bare)  # only the tag: the Debian test image stays
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("envsnap: error: the base image ")
@@ -312,14 +224,13 @@ class TestBuildErrors:
         before = image_toml.read_bytes() if image_toml.exists() else None
         pip_conf = tmp_path / "pip.conf"
         pip_conf.write_text("[global]\nindex-url = http://127.0.0.1:9/simple\nretries = 0\n")
-        options = ["--base", registry_base(), "--store", str(root / ".envsnap")]
-        done = subprocess.run(
-            [sys.executable, "-m", "envsnap", "build", run_id, "--rebuild", *options],
-            cwd=root,
-            env={**os.environ, "ENVSNAP_DOCKER": docker_cli(), "PIP_CONFIG_FILE": str(pip_conf)},
-            capture_output=True,
-            text=True,
-            timeout=600,
+        done = run_build(
+            root,
+            run_id,
+            "--base",
+            registry_base(),
+            "--rebuild",
+            env={"PIP_CONFIG_FILE": str(pip_conf)},
         )
         assert done.returncode == 2, done.stderr
         lines = done.stderr.splitlines()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,64 +19,20 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.build import build_tool_wheel
 from envsnap.manifest import Manifest
 from envsnap.store import Store
-from tests.integration.conftest import EXAMPLE, Envsnap, git
-from tests.integration.docker_env import docker, docker_cli, registry_base
+from tests.integration.conftest import Envsnap, example_project, git
+from tests.integration.docker_env import (
+    capture_in_container,
+    docker,
+    docker_cli,
+    registry_base,
+)
 
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TRAIN = (
     "--params-file config.json --seed 42 --data data/train.csv --output 'outputs/*.npy' "
     "--metrics metrics.json -- python train.py --config config.json --seed 42 --out outputs"
 )
-SETUP = """
-set -e
-python3 -m venv /opt/venv
-/opt/venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \\
-    click tomli-w nvidia-ml-py PyYAML
-/opt/venv/bin/pip install --quiet --disable-pip-version-check --no-deps /wheels/{wheel}
-git config --global --add safe.directory '*'
-. /opt/venv/bin/activate
-"""
-
-
-def _project(root: Path, extra: dict[str, str] | None = None) -> None:
-    """A copy of the example project in its own git repository."""
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
-    (root / ".gitignore").write_text("outputs/\nmetrics.json\n.envsnap/\n")
-    for name, text in (extra or {}).items():
-        (root / name).write_text(text)
-    git(root, "init", "--quiet", "--initial-branch=main")
-    git(root, "add", "-A")
-    git(root, "commit", "--quiet", "-m", "example")
-
-
-def _capture_in_container(root: Path, captures: list[str]) -> list[str]:
-    """Run each capture command line inside the test base image; return the run ids."""
-    wheels = root.parent / "wheels"
-    wheels.mkdir(exist_ok=True)
-    name, data = build_tool_wheel()
-    (wheels / name).write_bytes(data)
-    mounts = ["-v", f"{root}:/work", "-v", f"{wheels}:/wheels:ro"]
-    env = []
-    if CA_BUNDLE.is_file():  # TLS to the index is intercepted here: pip must trust the host's CA
-        mounts += ["-v", f"{CA_BUNDLE}:/host-ca.crt:ro"]
-        env += ["-e", "PIP_CERT=/host-ca.crt"]
-    script = SETUP.format(wheel=name) + "".join(
-        f"/opt/venv/bin/envsnap capture --store /work/.envsnap --json {line} >> /work/.ids\n"
-        for line in captures
-    )
-    done = docker(
-        "run", "--rm", *mounts, *env, "-w", "/work", registry_base(), "sh", "-c", script,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    # The trained command prints to the same stdout; envsnap's JSON line is the one with run_id.
-    lines = (root / ".ids").read_text().splitlines()
-    ids = [json.loads(line)["run_id"] for line in lines if line.startswith('{"')]
-    (root / ".ids").unlink()
-    return ids
 
 
 def _rerun(root: Path, *args: str, check: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -98,7 +53,7 @@ def _rerun(root: Path, *args: str, check: int | None = None) -> subprocess.Compl
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     """The example trained in the base image: (project dir, {what: run id}); images removed."""
     root = tmp_path_factory.mktemp("rerun") / "project"
-    _project(
+    example_project(
         root,
         {
             "fail.py": "import os, sys\nsys.exit(3 if os.getenv('MODE') == 'fail' else 0)\n",
@@ -106,7 +61,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
             "time.sleep(600 if os.getenv('MODE') == 'hang' else 0)\n",
         },
     )
-    train, fail, hang = _capture_in_container(
+    train, fail, hang = capture_in_container(
         root,
         [f"--name train {TRAIN}", "--name fail -- python fail.py", "--name hang -- python hang.py"],
     )
@@ -294,7 +249,7 @@ class TestRerunOfHostRun:
         """A run captured on the host (no container) reruns in the Debian test image; the Python
         and container differences are reported with their severities."""
         root = tmp_path / "project"
-        _project(root)
+        example_project(root)
         venv = tmp_path / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
