@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envsnap.errors import InterruptError, ManifestError, RunNotFoundError, StoreError, UsageError
 from envsnap.manifest import (
@@ -27,6 +28,9 @@ from envsnap.manifest import (
     read_result,
     seal_text,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 MANIFEST_FILE = "manifest.toml"
 RESULT_FILE = "result.toml"
@@ -80,38 +84,44 @@ class Store:
         self._remove_stale_tmp()
         for _attempt in range(5):
             sealed, text = seal_text(manifest)
-            target = self.runs_dir / sealed.run_id
-            tmp = self._tmp_dir / f"{sealed.run_id}.{os.getpid()}.{os.urandom(4).hex()}"
-            try:
-                tmp.mkdir()
-                if diff:
-                    _write_file(tmp / DIFF_FILE, diff)
-                _write_file(tmp / MANIFEST_FILE, text.encode("utf-8"))
-                _fsync_dir(tmp)
-                try:
-                    tmp.rename(target)
-                except OSError as exc:
-                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                        manifest = dataclasses.replace(
-                            manifest, run_id=new_run_id(datetime.now(UTC))
-                        )
-                        continue
-                    raise
-                _fsync_dir(self.runs_dir)
+            files = {MANIFEST_FILE: text.encode("utf-8")}
+            if diff:
+                files[DIFF_FILE] = diff
+            target = self._commit_run(sealed.run_id, files, "writing the run")
+            if target is not None:
                 return sealed, target
-            except KeyboardInterrupt:
-                raise InterruptError(
-                    "interrupted while writing the run; nothing was stored",
-                    hint="run the command again",
-                ) from None
-            except OSError as exc:
-                raise _write_error(exc, self.root) from None
-            finally:
-                if tmp.exists():
-                    _remove_tree(tmp)
+            manifest = dataclasses.replace(manifest, run_id=new_run_id(datetime.now(UTC)))
         raise StoreError(
             f"could not find a free run id in {self.runs_dir}", hint="retry in a second"
         )
+
+    def _commit_run(self, run_id: str, files: Mapping[str, bytes], doing: str) -> Path | None:
+        """Write ``files`` into a staging directory, fsync, and rename it to ``runs/<run_id>``;
+        None when that run exists already. Interrupted or failed: nothing is left behind."""
+        target = self.runs_dir / run_id
+        tmp = self._tmp_dir / f"{run_id}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            tmp.mkdir()
+            for name, data in files.items():
+                _write_file(tmp / name, data)
+            _fsync_dir(tmp)
+            try:
+                tmp.rename(target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    return None
+                raise
+            _fsync_dir(self.runs_dir)
+            return target
+        except KeyboardInterrupt:
+            raise InterruptError(
+                f"interrupted while {doing}; nothing was stored", hint="run the command again"
+            ) from None
+        except OSError as exc:
+            raise _write_error(exc, self.root) from None
+        finally:
+            if tmp.exists():
+                _remove_tree(tmp)
 
     def write_result(self, run_dir: Path, result: Result) -> Path:
         """Write result.toml beside a manifest, atomically (temp file, fsync, rename)."""
@@ -133,31 +143,14 @@ class Store:
         The manifest is verified against its digest first; an existing run is never replaced.
         """
         run = load_run_dir(source)
-        target = self.runs_dir / run.run_id
-        if target.exists():
+        self._ensure_dirs()
+        names = (MANIFEST_FILE, DIFF_FILE, RESULT_FILE)
+        files = {n: (source / n).read_bytes() for n in names if (source / n).is_file()}
+        target = self._commit_run(run.run_id, files, "storing the rerun")
+        if target is None:
             raise StoreError(
                 f"run {run.run_id} is already in {self.root}", hint="it was imported before"
             )
-        self._ensure_dirs()
-        tmp = self._tmp_dir / f"{run.run_id}.{os.getpid()}.{os.urandom(4).hex()}"
-        try:
-            tmp.mkdir()
-            for name in (MANIFEST_FILE, DIFF_FILE, RESULT_FILE):
-                if (source / name).is_file():
-                    _write_file(tmp / name, (source / name).read_bytes())
-            _fsync_dir(tmp)
-            tmp.rename(target)
-            _fsync_dir(self.runs_dir)
-        except KeyboardInterrupt:
-            raise InterruptError(
-                "interrupted while storing the rerun; nothing was stored",
-                hint="run the command again",
-            ) from None
-        except OSError as exc:
-            raise _write_error(exc, self.root) from None
-        finally:
-            if tmp.exists():
-                _remove_tree(tmp)
         return target
 
     def _ensure_dirs(self) -> None:

@@ -88,6 +88,47 @@ class TestWriting:
         assert [p.name for p in directory.iterdir() if p.name.startswith(".")] == []
 
 
+class TestImport:
+    """A run recorded in another store (a rerun's container) joins this one whole, or not."""
+
+    def test_import_copies_every_file(self, tmp_path: Path) -> None:
+        """Manifest, diff and result arrive together under the same run id."""
+        elsewhere = Store(tmp_path / "container-store")
+        source = _write(elsewhere, "20261122-163012-aaaaaa")
+        result = Result(run_id="20261122-163012-aaaaaa", exit_code=0, started="s", ended="e")
+        elsewhere.write_result(source, result)
+        store = Store(tmp_path / ".envsnap")
+        target = store.import_run(source)
+        assert target == store.runs_dir / "20261122-163012-aaaaaa"
+        assert sorted(p.name for p in target.iterdir()) == [
+            "diff.patch",
+            "manifest.toml",
+            "result.toml",
+        ]
+        assert store.load("20261122-163012-aaaaaa").result == result
+        assert list(store.runs_dir.parent.joinpath("tmp").iterdir()) == []
+
+    def test_existing_run_is_not_replaced(self, tmp_path: Path) -> None:
+        """Importing a run id the store has already is refused; the stored run is untouched."""
+        store = Store(tmp_path / ".envsnap")
+        mine = _write(store, "20261122-163012-bbbbbb")
+        before = (mine / "manifest.toml").read_bytes()
+        other = _write(Store(tmp_path / "other"), "20261122-163012-bbbbbb", created="x")
+        with pytest.raises(StoreError, match="already in"):
+            store.import_run(other)
+        assert (mine / "manifest.toml").read_bytes() == before
+
+    def test_edited_manifest_is_not_imported(self, tmp_path: Path) -> None:
+        """A manifest that fails its digest check is refused and nothing is stored."""
+        source = _write(Store(tmp_path / "other"), "20261122-163012-cccccc")
+        path = source / "manifest.toml"
+        path.write_text(path.read_text().replace("2026-11-22T16:30:12", "2026-11-22T16:30:13"))
+        store = Store(tmp_path / ".envsnap")
+        with pytest.raises(ManifestError):
+            store.import_run(source)
+        assert not (store.runs_dir / "20261122-163012-cccccc").exists()
+
+
 class TestLookup:
     @pytest.fixture
     def store(self, tmp_path: Path) -> Store:
