@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 
 from envsnap.manifest import Manifest
 from envsnap.store import Store
-from tests.integration.conftest import Envsnap, example_project, git
+from tests.integration.conftest import EXAMPLE, Envsnap, example_project, git
 from tests.integration.docker_env import (
     capture_in_container,
     docker,
@@ -246,14 +247,21 @@ class TestRerunErrors:
 
 class TestRerunOfHostRun:
     def test_host_run_rebuilt_on_the_test_image(self, tmp_path: Path) -> None:
-        """A run captured on the host (no container) reruns in the Debian test image; the Python
-        and container differences are reported with their severities."""
-        root = tmp_path / "project"
-        example_project(root)
+        """A run captured on the host (no container), in a subdirectory of its repository, reruns
+        in the Debian test image in that same subdirectory with its data in place: outputs and
+        metrics match, and the Python and container differences carry their severities."""
+        repo = tmp_path / "repo"
+        project = repo / "experiments" / "logreg"
+        shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
+        (repo / ".gitignore").write_text("outputs/\nmetrics.json\n.envsnap/\n")
+        git(repo, "init", "--quiet", "--initial-branch=main")
+        git(repo, "add", "-A")
+        git(repo, "commit", "--quiet", "-m", "example in a subdirectory")
         venv = tmp_path / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--quiet", "-r", str(root / "requirements.txt")],
+            [str(venv / "bin" / "pip"), "install", "--quiet", "-r", "requirements.txt"],
+            cwd=project,
             check=True,
             timeout=600,
         )
@@ -264,12 +272,12 @@ class TestRerunOfHostRun:
             "ENVSNAP_DOCKER": docker_cli(),
         }
         capture = [sys.executable, "-m", "envsnap", "capture", *TRAIN.replace("'", "").split()]
-        done = subprocess.run(capture, cwd=root, env=env, capture_output=True, text=True)
+        done = subprocess.run(capture, cwd=project, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         run_id = done.stdout.splitlines()[0]
         done = subprocess.run(
             [sys.executable, "-m", "envsnap", "rerun", run_id, "--json", "--base", registry_base()],
-            cwd=root,
+            cwd=project,
             env=env,
             capture_output=True,
             text=True,
@@ -278,12 +286,17 @@ class TestRerunOfHostRun:
         assert done.returncode in (0, 1), done.stderr[-3000:]
         outcome = json.loads(done.stdout)
         docker("rmi", "--force", outcome["image"], check=False)
-        fields = {f["path"]: f for f in outcome["report"]["fields"]}
+        report = outcome["report"]
+        assert report["exit_codes"] == [0, 0] and report["outputs"] == []
+        assert report["metrics"] == []
+        fields = {f["path"]: f for f in report["fields"]}
         assert fields["container.image"]["severity"] == "info"
         assert fields["container.image"]["new"].startswith("envsnap/env:")
-        store = Store(root / ".envsnap")
+        store = Store(repo / ".envsnap")
         old = store.load(run_id).manifest
         new = store.load(outcome["rerun"]).manifest
+        assert old.command.cwd == new.command.cwd == "experiments/logreg"
+        assert new.data == old.data
         if old.python.version != new.python.version:
             assert old.python.version.split(".")[:2] == new.python.version.split(".")[:2]
             assert fields["python.version"]["severity"] == "warning"
