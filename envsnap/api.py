@@ -271,6 +271,7 @@ def build(
         allow_unlocked=allow_unlocked,
         rebuild=rebuild,
         cache_dir=_index_cache(ws.config),
+        repo_root=ws.repo_root,
     )
     return build_run(
         open_stored(ws.store, run), ws.store, engine, options, env=ws.env, on_line=on_line
@@ -321,6 +322,7 @@ def rerun(
             allow_unlocked=allow_unlocked,
             rebuild=rebuild,
             cache_dir=_index_cache(ws.config),
+            repo_root=ws.repo_root,
         ),
         options=RerunOptions(
             gpus=gpus,

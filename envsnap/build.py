@@ -52,6 +52,9 @@ class BuildOptions:
     allow_unlocked: bool = False
     rebuild: bool = False
     cache_dir: Path | None = None
+    # The repository the run was captured in: the project's own editable packages are built
+    # from its recorded commit (and diff).
+    repo_root: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,12 +235,16 @@ def _build(
         }
         if lock.vcs_requirements:
             files["requirements.vcs.txt"] = lock.vcs_requirements.encode()
+        editables = project_editables(manifest)
+        if editables:
+            files.update(_project_files(run, options, env, Path(tmp) / "project"))
         plan = plan_image(
             manifest,
             base=base,
             tool_wheel=wheel_name,
             has_vcs=bool(lock.vcs_requirements),
             envsnap_version=envsnap.__version__,
+            editables=editables,
         )
         files["Dockerfile"] = render_dockerfile(plan).encode()
         write_context(context, files)
@@ -266,6 +273,44 @@ def _build(
         reused=False,
         unlocked=unlocked,
     )
+
+
+def project_editables(manifest: Manifest) -> tuple[str, ...]:
+    """Paths (relative to the repository) of the project's own editable packages."""
+    return tuple(
+        sorted(
+            {
+                p.path
+                for p in manifest.python.packages
+                if p.source == "editable" and p.reinstallable and p.path
+            }
+        )
+    )
+
+
+def _project_files(
+    run: StoredRun, options: BuildOptions, env: Mapping[str, str], scratch: Path
+) -> dict[str, bytes]:
+    """The project's tracked files at the recorded commit plus diff, as ``project/...`` context
+    entries, for its editable packages."""
+    from envsnap.worktree import materialize
+
+    names = ", ".join(p.name for p in run.manifest.python.packages if p.source == "editable")
+    if options.repo_root is None:
+        raise UsageError(
+            f"run {run.manifest.run_id} has the project installed editable ({names}), which is "
+            "built from its repository, and this is not inside one",
+            hint="run envsnap build (or rerun) from a clone of the project",
+        )
+    patch = run.diff_path.read_bytes() if run.diff_path.is_file() else None
+    materialize(options.repo_root, run.manifest.git, patch, scratch, env=env)
+    files: dict[str, bytes] = {}
+    for path in sorted(scratch.rglob("*")):
+        relative = path.relative_to(scratch)
+        if relative.parts[0] == ".git" or path.is_symlink() or not path.is_file():
+            continue
+        files[f"project/{relative.as_posix()}"] = path.read_bytes()
+    return files
 
 
 def _push(engine: Engine, built: BuiltImage, repository: str) -> BuiltImage:

@@ -21,6 +21,9 @@ from envsnap.errors import UsageError
 from envsnap.manifest import Manifest
 
 IMAGE_REPOSITORY = "envsnap/env"
+# Where the project's code lives in the image: its editable packages point there, and a rerun
+# mounts its checkout of the recorded commit at the same place.
+CODE_DIR = "/work"
 CONTEXT_MTIME = 315532800  # 1980-01-01: fixed times keep the build context and its cache stable
 
 # repository[:tag][@sha256:digest], as docker accepts them; nothing that could end a Dockerfile
@@ -33,6 +36,10 @@ _DIGEST_REFERENCE = re.compile(r"@sha256:[0-9a-f]{64}$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9._:@/+=-]{0,256}$")
 _PYTHON_COMMAND = re.compile(r"^(?:/[A-Za-z0-9._/-]+|python3(?:\.\d+)?)$")
 _WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+-py3-none-any\.whl$")
+# A path inside the repository: "." or segments that do not start with a dot (so no "..").
+_PROJECT_PATH = re.compile(
+    r"^(?:\.|[A-Za-z0-9_][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*)$"
+)
 
 NVIDIA_CUDA_IMAGE = "nvidia/cuda"
 
@@ -116,6 +123,7 @@ class ImagePlan:
     image_ref: str
     tool_wheel: str
     has_vcs: bool = False
+    editables: tuple[str, ...] = ()  # the project's own editable packages, relative paths
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -127,6 +135,7 @@ def plan_image(
     has_vcs: bool,
     envsnap_version: str,
     python: str = "python3",
+    editables: tuple[str, ...] = (),
 ) -> ImagePlan:
     """The validated inputs of the Dockerfile for a manifest."""
     if not is_pinned(base):
@@ -151,9 +160,16 @@ def plan_image(
                 f"the label {key} would get the unsafe value {value!r}",
                 hint="the manifest may have been edited; capture the run again",
             )
+    for path in editables:
+        if not _PROJECT_PATH.match(path):
+            raise UsageError(
+                f"the editable package path {path!r} is not a plain path inside the repository",
+                hint="the manifest may have been edited; capture the run again",
+            )
     return ImagePlan(
         base=base,
         python=python,
+        editables=tuple(sorted(set(editables))),
         image_ref=image_tag(manifest),
         tool_wheel=tool_wheel,
         has_vcs=has_vcs,
@@ -176,11 +192,35 @@ def render_dockerfile(plan: ImagePlan) -> str:
             if plan.has_vcs
             else ""
         ),
+        editable_step=_editable_step(plan.editables),
         tool_wheel=plan.tool_wheel,
         image_ref=plan.image_ref,
         labels=labels,
     )
     return f"{base}\n{body}"
+
+
+def _editable_step(paths: tuple[str, ...]) -> str:
+    """The project's own editable packages, installed from its code at CODE_DIR (a rerun mounts
+    the recorded commit there). Without build isolation first, so the recorded build backend is
+    used; with it when the venv lacks one. Paths were validated by plan_image."""
+    if not paths:
+        return ""
+    targets = " ".join(f'"{CODE_DIR}/{p}"' if p != "." else f'"{CODE_DIR}"' for p in paths)
+    return (
+        "# The project's own packages, installed editable from its code as captured; a rerun\n"
+        f"# mounts its checkout of the recorded commit over {CODE_DIR}, so they import that code.\n"
+        f"COPY project/ {CODE_DIR}/\n"
+        "RUN --mount=type=secret,id=pip-ca --mount=type=secret,id=pip-conf \\\n"
+        "    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \\\n"
+        " && if [ -s /run/secrets/pip-conf ]; then "
+        "export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi \\\n"
+        f" && for project in {targets}; do \\\n"
+        "        /opt/venv/bin/python -m pip install --no-deps --no-build-isolation "
+        '-e "$project" \\\n'
+        '     || /opt/venv/bin/python -m pip install --no-deps -e "$project" || exit 1; \\\n'
+        "    done\n"
+    )
 
 
 def write_context(directory: Path, files: Mapping[str, bytes]) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from envsnap.config import MetricTolerance
 from envsnap.errors import EnvsnapError, InterruptError, UsageError
+from envsnap.image import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
 from envsnap.redact import REDACTED
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from envsnap.engine import Engine, Mount
     from envsnap.store import Store, StoredRun
 
-CONTAINER_CODE = "/work"
+CONTAINER_CODE = CODE_DIR
 CONTAINER_ORIGINAL = "/envsnap/original"
 CONTAINER_STORE = "/envsnap/store"
 IMAGE_UID = 10001  # the non-root user Dockerfile.base creates

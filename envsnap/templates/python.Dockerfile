@@ -14,6 +14,7 @@ RUN --mount=type=secret,id=pip-ca --mount=type=secret,id=pip-conf \
             -r /envsnap/requirements.lock.txt; \
     fi${vcs_install}
 
+${editable_step}
 # envsnap itself, apart from the experiment's packages, so a rerun can capture inside.
 COPY --chmod=0644 tool/ /envsnap/tool/
 RUN --mount=type=secret,id=pip-ca --mount=type=secret,id=pip-conf \

@@ -68,6 +68,7 @@ def example_project(root: Path, extra: Mapping[str, str] | None = None) -> Path:
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
     (root / ".gitignore").write_text("outputs/\nmetrics.json\n.envsnap/\n")
     for name, text in (extra or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     git(root, "init", "--quiet", "--initial-branch=main")
     git(root, "add", "-A")

@@ -72,9 +72,9 @@ def registry_base() -> str:
     return REGISTRY_BASE
 
 
-def capture_in_container(root: Path, captures: Sequence[str]) -> list[str]:
+def capture_in_container(root: Path, captures: Sequence[str], setup: str = "") -> list[str]:
     """Run ``envsnap capture ARGS`` for each ARGS inside the base image, in the project at
-    ``root`` (store: root/.envsnap); return the run ids."""
+    ``root`` (store: root/.envsnap), after the shell lines ``setup``; return the run ids."""
     from envsnap.build import build_tool_wheel
 
     wheels = root.parent / "wheels"
@@ -86,8 +86,14 @@ def capture_in_container(root: Path, captures: Sequence[str]) -> list[str]:
     if CA_BUNDLE.is_file():  # TLS to the index is intercepted here: pip must trust the host's CA
         mounts += ["-v", f"{CA_BUNDLE}:/host-ca.crt:ro"]
         env += ["-e", "PIP_CERT=/host-ca.crt"]
-    script = CONTAINER_SETUP.format(wheel=name) + "".join(
-        f"envsnap capture --store /work/.envsnap --json {line} >> /work/.ids\n" for line in captures
+    script = (
+        CONTAINER_SETUP.format(wheel=name)
+        + setup
+        + "\n"
+        + "".join(
+            f"envsnap capture --store /work/.envsnap --json {line} >> /work/.ids\n"
+            for line in captures
+        )
     )
     done = docker(
         "run", "--rm", *mounts, *env, "-w", "/work", registry_base(), "sh", "-c", script,

@@ -30,6 +30,18 @@ from tests.integration.docker_env import (
     registry_base,
 )
 
+TOOLS_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=64", "wheel"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "logreg-tools"
+version = "0.1.0"
+
+[tool.setuptools.packages.find]
+where = ["src"]
+"""
 TRAIN = (
     "--params-file config.json --seed 42 --data data/train.csv --output 'outputs/*.npy' "
     "--metrics metrics.json -- python train.py --config config.json --seed 42 --out outputs"
@@ -60,13 +72,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
             "fail.py": "import os, sys\nsys.exit(3 if os.getenv('MODE') == 'fail' else 0)\n",
             "hang.py": "import os, time\nprint('hang.py started', flush=True)\n"
             "time.sleep(600 if os.getenv('MODE') == 'hang' else 0)\n",
+            # The project's own package, installed editable (pip install -e tools).
+            "tools/pyproject.toml": TOOLS_PYPROJECT,
+            "tools/src/logreg_tools/__init__.py": "WHERE = __file__\n",
+            "use_tools.py": "import sys, logreg_tools\nprint(logreg_tools.WHERE)\n"
+            "sys.exit(0 if logreg_tools.WHERE.startswith('/work/tools/src/') else 4)\n",
         },
     )
-    train, fail, hang = capture_in_container(
+    train, fail, hang, tools = capture_in_container(
         root,
-        [f"--name train {TRAIN}", "--name fail -- python fail.py", "--name hang -- python hang.py"],
+        [
+            f"--name train {TRAIN}",
+            "--name fail -- python fail.py",
+            "--name hang -- python hang.py",
+            "--name tools -- python use_tools.py",
+        ],
+        setup="pip install --quiet wheel && pip install --quiet --no-deps --no-build-isolation "
+        "-e tools",
     )
-    yield root, {"train": train, "fail": fail, "hang": hang}
+    yield root, {"train": train, "fail": fail, "hang": hang, "tools": tools}
     images = docker("images", "--quiet", "--filter", "reference=envsnap/env", check=False)
     for image in set(images.stdout.split()):
         docker("rmi", "--force", image, check=False)
@@ -104,6 +128,26 @@ class TestRerun:
 
         assert packages(rerun.manifest) == packages(original.manifest)
         assert _containers(runs["train"]) == ""
+
+    def test_project_installed_editable_imports_the_rerun_code(
+        self, trained: tuple[Path, dict[str, str]]
+    ) -> None:
+        """The project's own package, installed editable at capture, is installed editable in
+        the image from the recorded commit and imports the mounted checkout: exit 0, the same
+        package set, the package recorded at the same path."""
+        root, runs = trained
+        done = _rerun(root, runs["tools"], "--json", check=0)
+        outcome = json.loads(done.stdout)
+        assert outcome["report"]["exit_codes"] == [0, 0]
+        assert "/work/tools/src/logreg_tools/__init__.py" in done.stderr
+        store = Store(root / ".envsnap")
+        rerun = store.load(outcome["rerun"]).manifest
+        original = store.load(runs["tools"]).manifest
+        tools = [p for p in rerun.python.packages if p.name == "logreg-tools"]
+        assert [(p.source, p.path) for p in tools] == [("editable", "tools")]
+        assert {(p.name, p.version) for p in rerun.python.packages} == {
+            (p.name, p.version) for p in original.python.packages
+        }
 
     def test_working_tree_untouched(self, trained: tuple[Path, dict[str, str]]) -> None:
         """A rerun leaves the user's repository as it was: same status, same refs."""

@@ -127,6 +127,40 @@ class TestRendering:
         assert "-r /envsnap/requirements.vcs.txt" in text
 
 
+class TestEditables:
+    """The project's own editable packages are installed from its code at /work."""
+
+    def _render(self, *paths: str) -> str:
+        plan = plan_image(
+            seal(sample_manifest()),
+            base=PINNED,
+            tool_wheel="envsnap-0.1.0-py3-none-any.whl",
+            has_vcs=False,
+            envsnap_version="0.1.0",
+            editables=paths,
+        )
+        return render_dockerfile(plan)
+
+    def test_none_no_step(self) -> None:
+        """Without editable packages the project's code is not copied into the image."""
+        assert "COPY project/" not in self._render()
+
+    def test_installed_editable_from_work(self) -> None:
+        """Each path is installed editable from /work, the recorded build backend first."""
+        text = self._render("tools", ".")
+        assert "COPY project/ /work/" in text
+        assert 'for project in "/work" "/work/tools"; do' in text
+        assert '--no-build-isolation -e "$project"' in text
+
+    @pytest.mark.parametrize(
+        "path", ["../outside", "/etc", "a/../../b", "x\nRUN curl", 'x"; rm -rf /', "$(id)", ""]
+    )
+    def test_unsafe_paths_refused(self, path: str) -> None:
+        """A path that climbs out, is absolute, or carries shell or Dockerfile syntax is refused."""
+        with pytest.raises(UsageError, match="editable package path"):
+            self._render(path)
+
+
 class TestContext:
     def test_context_is_byte_stable(self, tmp_path: Path) -> None:
         """Writing the same files twice gives the same hash, modes and times."""
