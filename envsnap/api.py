@@ -150,6 +150,7 @@ class RunSummary:
     name: str
     env_id: str
     exit_code: int | None
+    rerun_of: str = ""
 
     @classmethod
     def of(cls, stored: StoredRun) -> RunSummary:
@@ -160,6 +161,7 @@ class RunSummary:
             name=m.name,
             env_id=m.env_id,
             exit_code=stored.result.exit_code if stored.result else None,
+            rerun_of=m.rerun_of,
         )
 
     @property
@@ -173,6 +175,7 @@ class RunSummary:
             "name": self.name,
             "env_id": self.env_id,
             "exit_code": self.exit_code,
+            "rerun_of": self.rerun_of,
         }
 
 

@@ -190,9 +190,8 @@ def list_runs(store_dir: Path | None, as_json: bool) -> None:
         click.echo("no runs yet; record one with 'envsnap capture'", err=True)
         return
     for r in runs:
-        click.echo(
-            f"{r.run_id}  {r.created[:19]}  {r.exit_text:<7}  {r.env_id[7:19]}  {r.name}".rstrip()
-        )
+        line = f"{r.run_id}  {r.created[:19]}  {r.exit_text:<7}  {r.env_id[7:19]}  {r.name}"
+        click.echo(line.rstrip() + (f"  (rerun of {r.rerun_of})" if r.rerun_of else ""))
 
 
 @cli.command()

@@ -114,6 +114,10 @@ class TestRerun:
         store = Store(root / ".envsnap")
         rerun, original = store.load(outcome["rerun"]), store.load(runs["train"])
         assert rerun.manifest.rerun_of == runs["train"]
+        listing = subprocess.run(
+            [sys.executable, "-m", "envsnap", "list"], cwd=root, capture_output=True, text=True
+        ).stdout
+        assert f"{outcome['rerun']}  " in listing and f"(rerun of {runs['train']})" in listing
         assert rerun.result is not None and original.result is not None
         assert rerun.result.metrics == original.result.metrics and rerun.result.metrics
         assert rerun.result.outputs == original.result.outputs and rerun.result.outputs
