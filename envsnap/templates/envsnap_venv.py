@@ -29,7 +29,8 @@ def top_level_entries(dist: importlib.metadata.Distribution) -> set[str]:
     names: set[str] = set()
     for entry in dist.files or ():
         first = entry.parts[0] if entry.parts else ""
-        if first and first not in (".", ".."):
+        # __pycache__ at the top holds the caches of every top-level module: not this one's.
+        if first and first not in (".", "..", "__pycache__"):
             names.add(first)
     metadata_dir = getattr(dist, "_path", None)  # the dist-info/egg-info directory itself
     if isinstance(metadata_dir, Path):
