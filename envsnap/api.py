@@ -20,7 +20,7 @@ from envsnap.recorder import CaptureContext, CapturedRun, CaptureRequest, now_ut
 from envsnap.store import Store, StoredRun
 
 if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
-    from envsnap.build import BuiltImage
+    from envsnap.build import BuildOptions, BuiltImage
     from envsnap.drift import DriftReport, Severity
     from envsnap.lock import LockResult
     from envsnap.rerun import RerunOutcome
@@ -261,20 +261,14 @@ def build(
     echo: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Build (or reuse) the container image of a run; records image.toml in its directory."""
-    from envsnap.build import BuildOptions, build_run
+    from envsnap.build import build_run
     from envsnap.engine import Engine
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
     engine = Engine.detect(ws.env, echo=echo)
-    options = BuildOptions(
-        base=base,
-        config_base=ws.config.base_image,
-        push=push,
-        allow_unlocked=allow_unlocked,
-        rebuild=rebuild,
-        cache_dir=_index_cache(ws.config),
-        repo_root=ws.repo_root,
+    options = _build_options(
+        ws, base=base, push=push, allow_unlocked=allow_unlocked, rebuild=rebuild
     )
     return build_run(
         open_stored(ws.store, run), ws.store, engine, options, env=ws.env, on_line=on_line
@@ -300,7 +294,6 @@ def rerun(
 ) -> RerunOutcome:
     """Rerun a recorded run in its pinned image (reused or built) and compare it with the
     original. ``env_values`` supplies variables whose values were redacted at capture."""
-    from envsnap.build import BuildOptions
     from envsnap.config import MetricTolerance
     from envsnap.engine import Engine
     from envsnap.rerun import RerunOptions, rerun_run
@@ -319,14 +312,7 @@ def rerun(
         stored,
         ws.store,
         Engine.detect(ws.env, echo=echo),
-        build=BuildOptions(
-            base=base,
-            config_base=ws.config.base_image,
-            allow_unlocked=allow_unlocked,
-            rebuild=rebuild,
-            cache_dir=_index_cache(ws.config),
-            repo_root=ws.repo_root,
-        ),
+        build=_build_options(ws, base=base, allow_unlocked=allow_unlocked, rebuild=rebuild),
         options=RerunOptions(
             gpus=gpus,
             timeout_s=timeout_s,
@@ -351,6 +337,23 @@ def replay(original: Path | str, *, store: Path | str) -> Result:
 
     ws = workspace(store)
     return replay_run(Path(original), store=ws.store, cwd=ws.cwd, env=ws.env, config=ws.config)
+
+
+def _build_options(
+    ws: Workspace, *, base: str, allow_unlocked: bool, rebuild: bool, push: str = ""
+) -> BuildOptions:
+    """What build and rerun ask of a build, with the workspace's configuration filled in."""
+    from envsnap.build import BuildOptions
+
+    return BuildOptions(
+        base=base,
+        config_base=ws.config.base_image,
+        push=push,
+        allow_unlocked=allow_unlocked,
+        rebuild=rebuild,
+        cache_dir=_index_cache(ws.config),
+        repo_root=ws.repo_root,
+    )
 
 
 def _index_cache(config: Config) -> Path | None:

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from envsnap.engine import Engine, Mount
     from envsnap.store import Store, StoredRun
 
-CONTAINER_CODE = CODE_DIR
 CONTAINER_ORIGINAL = "/envsnap/original"
 CONTAINER_STORE = "/envsnap/store"
 IMAGE_UID = 10001  # the non-root user Dockerfile.base creates
@@ -292,7 +291,7 @@ def rerun_run(
         scratch_store.mkdir()
         original.mkdir()
         (original / "manifest.toml").write_bytes(stored.manifest_path.read_bytes())
-        workdir = str(PurePosixPath(CONTAINER_CODE) / manifest.command.cwd)
+        workdir = str(PurePosixPath(CODE_DIR) / manifest.command.cwd)
         interrupted = False
         try:
             exit_code = engine.run(
@@ -404,7 +403,7 @@ def _mounts(
     from envsnap.engine import Mount
 
     mounts = [
-        Mount(source=code, target=CONTAINER_CODE, read_only=False),
+        Mount(source=code, target=CODE_DIR, read_only=False),
         Mount(source=original, target=CONTAINER_ORIGINAL),
         Mount(source=store, target=CONTAINER_STORE, read_only=False),
     ]
