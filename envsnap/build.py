@@ -73,12 +73,31 @@ class BuiltImage:
     registry_digest: str = ""
     pulled: bool = False  # reused from the registry digest recorded by --push
     unlocked: tuple[str, ...] = ()
+    # Packages of the lock the base image provides at the recorded version: linked into the
+    # venv from the base, not installed (the run's lock files still list them).
+    base_provided: tuple[str, ...] = ()
+    elapsed: float = 0.0  # what this command took (a reuse, a pull or the build itself)
 
     def to_data(self) -> dict[str, Any]:
+        """What image.toml records: what was built, from what, and when. Whether this command
+        reused it (``reused``, ``pulled``, ``seconds`` of a reuse) is said on output only."""
         data: dict[str, Any] = {"schema": IMAGE_SCHEMA}
         data.update(dataclasses.asdict(self))
+        for transient in ("run_id", "reused", "pulled", "elapsed"):
+            data.pop(transient)
         data["unlocked"] = list(self.unlocked)
+        data["base_provided"] = list(self.base_provided)
         return data
+
+    def to_json(self) -> dict[str, Any]:
+        """``build --json``: the record plus what this command did."""
+        return {
+            **self.to_data(),
+            "run_id": self.run_id,
+            "reused": self.reused,
+            "pulled": self.pulled,
+            "elapsed": self.elapsed,
+        }
 
 
 def build_run(
@@ -92,7 +111,7 @@ def build_run(
     on_line: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Build (or reuse) the image for a stored run and record it in image.toml."""
-    from envsnap.lock import lock_run
+    from envsnap.lock import SUMMARY_FILE, SimpleIndexClient, lock_packages, lock_run
 
     started = time.monotonic()
     manifest = run.manifest
@@ -108,16 +127,19 @@ def build_run(
         # The environment was locked and built before: no lock, no index, no build.
         _refuse_unlocked(cached.unlocked, options)
         built = dataclasses.replace(
-            cached,
-            run_id=manifest.run_id,
-            seconds=round(time.monotonic() - started, 3),
-            reused=True,
+            cached, run_id=manifest.run_id, elapsed=round(time.monotonic() - started, 3)
         )
     else:
         choice = choose_base(manifest, cli_base=options.base, config_base=options.config_base)
         base = engine.resolve_digest(choice.reference)
-        provided = base_packages(engine, base)
-        lock, _ = lock_run(run, source=source, cache_dir=options.cache_dir, provided=provided)
+        # A base without Python provides no packages (and could not be asked for them).
+        provided = {} if choice.adds_python else base_packages(engine, base)
+        source = source or SimpleIndexClient(cache_dir=options.cache_dir)
+        if not (run.directory / SUMMARY_FILE).is_file():
+            # The run's own lock files are written once, by the first lock or build, and never
+            # rewritten: what this base provides is recorded in image.toml instead.
+            lock_run(run, source=source)
+        lock = lock_packages(manifest, source, provided=provided)
         unlocked = tuple(f"{n.name} {n.version}: {n.reason}" for n in lock.unlockable)
         _refuse_unlocked(unlocked, options)
         built = _build(
@@ -132,7 +154,8 @@ def build_run(
             options=options,
             on_line=on_line,
         )
-        built = dataclasses.replace(built, seconds=round(time.monotonic() - started, 3))
+        seconds = round(time.monotonic() - started, 3)
+        built = dataclasses.replace(built, seconds=seconds, elapsed=seconds)
         replaced = _recorded_image_id(store, manifest.env_id)
         _record_env_image(store, built)
         if replaced and replaced != built.image_id:
@@ -140,7 +163,7 @@ def build_run(
     if options.push:
         built = _push(engine, built, options.push)
         _record_env_image(store, built)
-    _write_image_toml(run.directory, built)
+    _write_image_toml(store, run.directory, built)
     return built
 
 
@@ -148,15 +171,16 @@ def _same_base(built_on: str, asked: str) -> bool:
     """Whether an image built on ``built_on`` (pinned) serves a build that asks for ``asked``:
     nothing asked, the same digest, or, for a tag, the same repository (the tag was resolved
     when the image was built; a rebuild resolves it again)."""
-    from envsnap.engine import familiar_repository, split_reference
+    from envsnap.imageref import is_reference, parse_reference
 
     if not asked:
         return True
-    built_repository, _, built_digest = split_reference(built_on)
-    repository, _, digest = split_reference(asked)
-    if digest:
-        return digest == built_digest
-    return familiar_repository(repository) == familiar_repository(built_repository)
+    if not (is_reference(built_on) and is_reference(asked)):
+        return False
+    built, wanted = parse_reference(built_on), parse_reference(asked)
+    if wanted.digest:
+        return wanted.digest == built.digest
+    return wanted.familiar == built.familiar
 
 
 def _refuse_unlocked(unlocked: tuple[str, ...], options: BuildOptions) -> None:
@@ -215,12 +239,11 @@ def _build(
     options: BuildOptions,
     on_line: Callable[[str], None] | None,
 ) -> BuiltImage:
-    from importlib import resources
-
     import envsnap
+    from envsnap.template import read_template_bytes
 
     manifest = run.manifest
-    venv_script = resources.files("envsnap.templates").joinpath("envsnap_venv.py").read_bytes()
+    venv_script = read_template_bytes("envsnap_venv.py")
     with tempfile.TemporaryDirectory(prefix="envsnap-build-") as tmp:
         context = Path(tmp) / "context"
         context.mkdir()
@@ -245,6 +268,7 @@ def _build(
             has_vcs=bool(lock.vcs_requirements),
             envsnap_version=envsnap.__version__,
             editables=editables,
+            adds_python=choice.adds_python,
         )
         files["Dockerfile"] = render_dockerfile(plan).encode()
         write_context(context, files)
@@ -272,6 +296,7 @@ def _build(
         seconds=0.0,
         reused=False,
         unlocked=unlocked,
+        base_provided=lock.base_provided,
     )
 
 
@@ -314,10 +339,16 @@ def _project_files(
 
 
 def _push(engine: Engine, built: BuiltImage, repository: str) -> BuiltImage:
-    from envsnap.image import check_reference
+    from envsnap.imageref import parse_reference
 
-    target = f"{repository}:{built.reference.rsplit(':', 1)[1]}"
-    check_reference(target, "--push")
+    tag = parse_reference(built.reference, "the built image").tag
+    pushed_to = parse_reference(repository, "--push")
+    if pushed_to.tag or pushed_to.digest:
+        raise UsageError(
+            f"--push {repository!r} names a tag or digest",
+            hint="give the repository only, e.g. registry.example:5000/team/envs",
+        )
+    target = str(pushed_to.with_tag(tag))
     engine.tag(built.reference, target)
     return dataclasses.replace(built, registry_digest=engine.push(target))
 
@@ -348,9 +379,11 @@ def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltIm
     if info is None or info.id != data.get("image_id"):
         return None
     fields = {f.name for f in dataclasses.fields(BuiltImage)}
+    fields -= {"run_id", "reused", "pulled", "elapsed"}
     values = {k: v for k, v in data.items() if k in fields}
     values["unlocked"] = tuple(values.get("unlocked", ()))
-    values["pulled"] = pulled
+    values["base_provided"] = tuple(values.get("base_provided", ()))
+    values.update(run_id=manifest.run_id, reused=True, pulled=pulled)
     try:
         return BuiltImage(**values)
     except TypeError:
@@ -397,13 +430,43 @@ def _remove_replaced(engine: Engine, image_id: str) -> None:
 
 
 def _record_env_image(store: Store, built: BuiltImage) -> None:
+    """Record the environment's image, and bring every run's image.toml of that environment up
+    to date with it (a rebuild for one run replaces the image all of them name)."""
     path = _env_index_path(store, built.env_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_toml(path, built.to_data())
+    for run_dir in _runs_naming_env(store, built.env_id):
+        _write_toml(run_dir / IMAGE_FILE, built.to_data())
 
 
-def _write_image_toml(run_dir: Path, built: BuiltImage) -> None:
-    _write_toml(run_dir / IMAGE_FILE, built.to_data())
+def _runs_naming_env(store: Store, env_id: str) -> list[Path]:
+    """Run directories whose image.toml records the environment ``env_id``."""
+    import tomllib
+
+    found = []
+    for run_id in store.run_ids():
+        path = store.runs_dir / run_id / IMAGE_FILE
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if data.get("env_id") == env_id:
+            found.append(path.parent)
+    return found
+
+
+def _write_image_toml(store: Store, run_dir: Path, built: BuiltImage) -> None:
+    """The run's image.toml: the environment's record, written when it differs."""
+    path = run_dir / IMAGE_FILE
+    data = built.to_data()
+    try:
+        import tomllib
+
+        if tomllib.loads(path.read_text(encoding="utf-8")) == data:
+            return
+    except (OSError, ValueError):
+        pass
+    _write_toml(path, data)
 
 
 def _write_toml(path: Path, data: Mapping[str, Any]) -> None:

@@ -7,10 +7,10 @@ import os
 import re
 import string
 import sys
-from importlib import resources
 from pathlib import Path
 
 from envsnap.errors import UsageError
+from envsnap.template import read_template
 
 ACTION_REF = "envsnap/envsnap@v1"
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
@@ -34,7 +34,7 @@ def render_workflow(
         )
     if not _SAFE_BRANCH.match(default_branch):
         raise UsageError(f"branch name {default_branch!r} cannot go into a workflow", hint="")
-    template = resources.files("envsnap.templates").joinpath("github-workflow.yml").read_text()
+    template = read_template("github-workflow.yml")
     return string.Template(template).substitute(
         manifest=manifest,
         fail_on=fail_on,

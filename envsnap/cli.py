@@ -307,13 +307,13 @@ def build(
     if as_json:
         import json
 
-        click.echo(json.dumps(built.to_data(), indent=2, sort_keys=True))
+        click.echo(json.dumps(built.to_json(), indent=2, sort_keys=True))
         return
     click.echo(f"{built.reference} {built.image_id}")
     if built.registry_digest:
         click.echo(built.registry_digest)
     state = "pulled by digest" if built.pulled else "reused" if built.reused else "built"
-    click.echo(f"envsnap: {state} in {built.seconds:.1f}s from {built.base}", err=True)
+    click.echo(f"envsnap: {state} in {built.elapsed:.1f}s from {built.base}", err=True)
     for note in built.unlocked:
         click.echo(f"envsnap: not locked: {note}", err=True)
 
@@ -508,10 +508,30 @@ def ci_init(manifest: str, fail_on: str, target: Path, force: bool) -> None:
     click.echo(str(written))
 
 
+def debug_requested(args: list[str]) -> bool:
+    """Whether envsnap's own ``--debug`` was given: only before the subcommand counts, never a
+    word of the user's command (``capture -- python t.py --debug``) or of a later option."""
+    for arg in args:
+        if arg == "--debug":
+            return True
+        if arg == "--" or not arg.startswith("-"):
+            return False
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; an EnvsnapError becomes one sentence and its exit code."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    debug = debug_requested(args)
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        click.echo(
+            "envsnap: error: the current directory no longer exists; "
+            "cd into your project and run the command again.",
+            err=True,
+        )
+        sys.exit(EXIT_ERROR)
     try:
         cli.main(args=args, prog_name="envsnap", standalone_mode=False)
     except EnvsnapError as exc:
@@ -543,3 +563,12 @@ def main(argv: list[str] | None = None) -> None:
         # Output piped into `head` and closed early: not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_OK)
+    except Exception as exc:  # a bug: still one sentence, the traceback only on request
+        if debug:
+            raise
+        click.echo(
+            f"envsnap: error: unexpected {type(exc).__name__}: {exc}; run again with --debug "
+            "for the traceback and report it.",
+            err=True,
+        )
+        sys.exit(EXIT_ERROR)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from envsnap.errors import EnvsnapError, InterruptError
+from envsnap.imageref import familiar_name, parse_reference
 
 Echo = Callable[[str], None]
 LineSink = Callable[[str], None]
@@ -168,40 +169,14 @@ def has_builtin_buildkit(client_version: str) -> bool:
     return parsed is not None and parsed[0] < _BUILDX_REQUIRED_FROM
 
 
-def split_reference(reference: str) -> tuple[str, str, str]:
-    """``repository``, ``tag`` and ``digest`` of an image reference (empty strings when absent).
-
-    >>> split_reference("127.0.0.1:5000/a/b:1@sha256:" + "0" * 64)[:2]
-    ('127.0.0.1:5000/a/b', '1')
-    """
-    name, _, digest = reference.partition("@")
-    repository, tag = name, ""
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        repository, tag = name[:colon], name[colon + 1 :]
-    return repository, tag, digest
-
-
-def familiar_repository(repository: str) -> str:
-    """The short form docker prints: ``docker.io/library/python`` -> ``python``."""
-    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
-        if repository.startswith(prefix):
-            repository = repository[len(prefix) :]
-            break
-    else:
-        return repository
-    return repository.removeprefix("library/")
-
-
 def pick_repo_digest(repo_digests: Iterable[str], repository: str) -> str | None:
     """The ``repository@sha256:...`` entry for ``repository``; else any entry (they all name the
     same image content, sorted for a stable choice); None when the image has no registry digest."""
-    wanted = familiar_repository(repository)
+    wanted = familiar_name(repository)
     entries = sorted(d for d in repo_digests if "@" in d and _DIGEST.search(d))
     for entry in entries:
         repo, _, _ = entry.partition("@")
-        if familiar_repository(repo) == wanted:
+        if familiar_name(repo) == wanted:
             return entry
     return entries[0] if entries else None
 
@@ -485,9 +460,10 @@ class Engine:
         """``repository@sha256:...`` pinning ``ref``. A digest reference is returned (without
         its tag) when present or pullable; for a tag, the local image's registry digest, pulling
         first when the image is absent and ``pull`` is true."""
-        repository, _tag, digest = split_reference(ref)
+        parsed = parse_reference(ref, "the image")
+        repository, digest = parsed.repository, parsed.digest
         if digest:
-            pinned = f"{repository}@{digest}"
+            pinned = str(parsed.with_digest(digest))
             if not self.image_exists(pinned):
                 self._pull_or_fail(pinned, pull)
             return pinned
@@ -536,15 +512,13 @@ class Engine:
                 "(docker login)",
                 detail=_tail_lines(result.output),
             )
-        repository, _, _ = split_reference(ref)
+        repository = parse_reference(ref, "the pushed image").repository
         digest = parse_push_digest(result.stdout)
         if digest:
             return f"{repository}@{digest}"
         info = self.inspect_image(ref)
         found = pick_repo_digest(info.repo_digests, repository) if info else None
-        if found is None or familiar_repository(found.partition("@")[0]) != familiar_repository(
-            repository
-        ):
+        if found is None or familiar_name(found.partition("@")[0]) != familiar_name(repository):
             raise EngineError(
                 f"docker push {ref} succeeded but printed no digest and the image lists none "
                 "for that repository",

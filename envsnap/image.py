@@ -14,11 +14,12 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from envsnap.errors import UsageError
+from envsnap.imageref import is_reference, parse_reference
 from envsnap.manifest import Manifest
+from envsnap.template import read_template
 
 IMAGE_REPOSITORY = "envsnap/env"
 # Where the project's code lives in the image: its editable packages point there, and a rerun
@@ -26,13 +27,6 @@ IMAGE_REPOSITORY = "envsnap/env"
 CODE_DIR = "/work"
 CONTEXT_MTIME = 315532800  # 1980-01-01: fixed times keep the build context and its cache stable
 
-# repository[:tag][@sha256:digest], as docker accepts them; nothing that could end a Dockerfile
-# line or start an option.
-_REFERENCE = re.compile(
-    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
-)
-_DIGEST_REFERENCE = re.compile(r"@sha256:[0-9a-f]{64}$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9._:@/+=-]{0,256}$")
 _PYTHON_COMMAND = re.compile(r"^(?:/[A-Za-z0-9._/-]+|python3(?:\.\d+)?)$")
 _WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+-py3-none-any\.whl$")
@@ -44,12 +38,34 @@ _PROJECT_PATH = re.compile(
 NVIDIA_CUDA_IMAGE = "nvidia/cuda"
 
 
+# nvidia/cuda runtime images NVIDIA publishes, by CUDA major.minor: the last release update and
+# the Ubuntu versions it is built for (newest last). From docker hub's nvidia/cuda tag list.
+_NVIDIA_CUDA_RELEASES: dict[str, tuple[int, tuple[str, ...]]] = {
+    "11.8": (0, ("20.04", "22.04")),
+    "12.0": (1, ("20.04", "22.04")),
+    "12.1": (1, ("20.04", "22.04")),
+    "12.2": (2, ("20.04", "22.04")),
+    "12.3": (2, ("20.04", "22.04")),
+    "12.4": (1, ("20.04", "22.04")),
+    "12.5": (1, ("20.04", "22.04", "24.04")),
+    "12.6": (3, ("20.04", "22.04", "24.04")),
+    "12.8": (1, ("20.04", "22.04", "24.04")),
+    "12.9": (1, ("20.04", "22.04", "24.04")),
+    "13.0": (2, ("22.04", "24.04")),
+}
+# Debian releases python:<version>-slim-<codename> images are published for.
+_PYTHON_IMAGE_CODENAMES = ("bullseye", "bookworm", "trixie")
+_DEFAULT_CODENAME = "bookworm"
+
+
 @dataclass(frozen=True, kw_only=True)
 class BaseChoice:
-    """The base image chosen for a manifest and why."""
+    """The base image chosen for a manifest and why; ``adds_python`` when the base has no Python
+    of its own (an nvidia/cuda runtime image) and the build installs the OS's python3 first."""
 
     reference: str
     reason: str
+    adds_python: bool = False
 
 
 def choose_base(manifest: Manifest, *, cli_base: str = "", config_base: str = "") -> BaseChoice:
@@ -63,50 +79,87 @@ def choose_base(manifest: Manifest, *, cli_base: str = "", config_base: str = ""
             reason="[tool.envsnap] base-image",
         )
     container = manifest.container
-    if container.inside and container.image_digest:
-        repository = container.image.split("@")[0].rsplit(":", 1)[0] if container.image else ""
-        if repository:
-            reference = f"{repository}@{container.image_digest}"
-            return BaseChoice(
-                reference=check_reference(reference, "the recorded container image"),
-                reason="the image the run was captured in",
-            )
-    return BaseChoice(reference=rule_base(manifest), reason="rule from the manifest")
+    if container.inside and container.image_digest and is_reference(container.image):
+        recorded = parse_reference(container.image, "the recorded container image")
+        return BaseChoice(
+            reference=check_reference(
+                str(recorded.with_digest(container.image_digest)), "the recorded container image"
+            ),
+            reason="the image the run was captured in",
+        )
+    return rule_base(manifest)
 
 
-def rule_base(manifest: Manifest) -> str:
-    """An nvidia/cuda runtime image for CUDA runs, else python:<version>-slim-<codename>."""
-    codename = manifest.host.os_codename or "bookworm"
-    cuda = manifest.cuda.runtime_version
-    if cuda:
-        parts = [*cuda.split("."), "0", "0"][:3]
-        os_tag = _ubuntu_tag(manifest) or "ubuntu22.04"
-        return f"{NVIDIA_CUDA_IMAGE}:{'.'.join(parts)}-cudnn-runtime-{os_tag}"
+def cuda_from_system(manifest: Manifest) -> bool:
+    """Whether the run's CUDA runtime came from a system toolkit (a path such as
+    /usr/local/cuda/version.json), not from wheels or a framework's own bundled copy."""
+    return bool(manifest.cuda.runtime_version) and manifest.cuda.runtime_source.startswith("/")
+
+
+def rule_base(manifest: Manifest) -> BaseChoice:
+    """The base a manifest asks for when nobody named one.
+
+    CUDA from wheels (torch's nvidia-* wheels, say) needs only the host's driver: the run's
+    Python on Debian, ``python:<version>-slim-<codename>``. CUDA from a system toolkit needs
+    NVIDIA's runtime image of that release, which has no Python: the build adds the OS's python3.
+    """
+    if cuda_from_system(manifest):
+        return _nvidia_cuda_base(manifest)
     version = manifest.python.version or "3"
-    if manifest.host.os_id not in ("debian", ""):
-        codename = "bookworm"
-    return f"python:{version}-slim-{codename}"
+    codename = manifest.host.os_codename
+    if manifest.host.os_id != "debian" or codename not in _PYTHON_IMAGE_CODENAMES:
+        codename = _DEFAULT_CODENAME
+    why = "CUDA from wheels needs only the host's driver: " if manifest.cuda.runtime_version else ""
+    return BaseChoice(
+        reference=f"python:{version}-slim-{codename}",
+        reason=f"rule: {why}the run's Python {version} on Debian {codename}",
+    )
 
 
-def _ubuntu_tag(manifest: Manifest) -> str:
-    if manifest.host.os_id == "ubuntu" and re.match(r"^\d+\.\d+$", manifest.host.os_version):
-        return f"ubuntu{manifest.host.os_version}"
-    return ""
+def _nvidia_cuda_base(manifest: Manifest) -> BaseChoice:
+    recorded = manifest.cuda.runtime_version
+    parts = recorded.split(".")
+    minor = ".".join(parts[:2])
+    if minor not in _NVIDIA_CUDA_RELEASES:
+        known = ", ".join(_NVIDIA_CUDA_RELEASES)
+        raise UsageError(
+            f"the run's CUDA toolkit {recorded} has no nvidia/cuda runtime image envsnap knows "
+            f"(it knows {known})",
+            hint="name a base image with --base or [tool.envsnap] base-image",
+        )
+    last_update, ubuntus = _NVIDIA_CUDA_RELEASES[minor]
+    # version.json names the release (12.4.1); other sources name a component build (12.4.131),
+    # which is not a tag: then the release's last update is taken.
+    update = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+    release = f"{minor}.{update if update <= last_update else last_update}"
+    ubuntu = ubuntus[-1]
+    if manifest.host.os_id == "ubuntu" and manifest.host.os_version in ubuntus:
+        ubuntu = manifest.host.os_version
+    major, minor_number = (int(p) for p in minor.split("."))
+    if not manifest.cuda.cudnn_version:
+        flavour = "runtime"
+    elif (major, minor_number) >= (12, 4):
+        flavour = "cudnn-runtime"
+    else:
+        flavour = f"cudnn{manifest.cuda.cudnn_version.split('.')[0]}-runtime"
+    return BaseChoice(
+        reference=f"{NVIDIA_CUDA_IMAGE}:{release}-{flavour}-ubuntu{ubuntu}",
+        reason=f"rule: CUDA {recorded} from the system toolkit, NVIDIA's runtime image of that "
+        f"release on Ubuntu {ubuntu}, with the OS's python3 added",
+        adds_python=True,
+    )
 
 
 def check_reference(reference: str, origin: str) -> str:
-    """An image reference safe to put in a Dockerfile, or a UsageError."""
-    if not _REFERENCE.match(reference):
-        raise UsageError(
-            f"{origin} {reference!r} is not a valid image reference",
-            hint="use repository[:tag][@sha256:digest], for example python:3.11.7-slim-bookworm",
-        )
+    """An image reference safe to put in a Dockerfile (it parses by the distribution grammar),
+    or a UsageError naming ``origin``."""
+    parse_reference(reference, origin)
     return reference
 
 
 def is_pinned(reference: str) -> bool:
     """Whether a reference names its image by digest."""
-    return bool(_DIGEST_REFERENCE.search(reference))
+    return is_reference(reference) and parse_reference(reference).pinned
 
 
 def image_tag(manifest: Manifest) -> str:
@@ -123,6 +176,7 @@ class ImagePlan:
     image_ref: str
     tool_wheel: str
     has_vcs: bool = False
+    adds_python: bool = False  # the base has no Python: the OS's python3 is installed first
     editables: tuple[str, ...] = ()  # the project's own editable packages, relative paths
     labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -136,6 +190,7 @@ def plan_image(
     envsnap_version: str,
     python: str = "python3",
     editables: tuple[str, ...] = (),
+    adds_python: bool = False,
 ) -> ImagePlan:
     """The validated inputs of the Dockerfile for a manifest."""
     if not is_pinned(base):
@@ -173,15 +228,15 @@ def plan_image(
         image_ref=image_tag(manifest),
         tool_wheel=tool_wheel,
         has_vcs=has_vcs,
+        adds_python=adds_python,
         labels=labels,
     )
 
 
 def render_dockerfile(plan: ImagePlan) -> str:
     """The Dockerfile for a plan: Dockerfile.base, then the Python fragment. Pure."""
-    templates = resources.files("envsnap.templates")
-    base = templates.joinpath("Dockerfile.base").read_text(encoding="utf-8")
-    fragment = templates.joinpath("python.Dockerfile").read_text(encoding="utf-8")
+    base = read_template("Dockerfile.base")
+    fragment = read_template("python.Dockerfile")
     labels = " \\\n      ".join(f'{key}="{value}"' for key, value in sorted(plan.labels.items()))
     body = string.Template(fragment).substitute(
         python=plan.python,
@@ -197,7 +252,17 @@ def render_dockerfile(plan: ImagePlan) -> str:
         image_ref=plan.image_ref,
         labels=labels,
     )
-    return f"{base}\n{body}"
+    return f"{base}{_OS_PYTHON_STEP if plan.adds_python else ''}\n{body}"
+
+
+# For a base without Python (NVIDIA's CUDA runtime images): the OS's own python3 and venv.
+_OS_PYTHON_STEP = (
+    "\n# The base has no Python of its own (an nvidia/cuda runtime image): the OS's python3.\n"
+    "RUN apt-get update \\\n"
+    " && DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends"
+    " python3 python3-venv ca-certificates \\\n"
+    " && rm -rf /var/lib/apt/lists/*\n"
+)
 
 
 def _editable_step(paths: tuple[str, ...]) -> str:

@@ -153,6 +153,55 @@ class Store:
             )
         return target
 
+    def import_manifest(self, path: Path) -> StoredRun:
+        """The run a manifest file outside the store records, imported into the store.
+
+        The manifest is verified against its digest. A file in a run directory of its own
+        (``<run-id>/manifest.toml``, another store's or a copied one) brings its result and diff;
+        any other copy (a committed ``envsnap.lock.toml``) brings the manifest alone. The same
+        manifest given again is the same run; a different one under an existing run id is refused.
+        Nothing is ever written beside ``path``.
+        """
+        manifest = read_manifest(path)
+        if not RUN_ID.match(manifest.run_id):
+            raise ManifestError(
+                f"{path} records the run id {manifest.run_id!r}, which is not a run id",
+                hint="use a manifest envsnap wrote, unedited",
+            )
+        existing = self._existing(manifest.run_id)
+        if existing is not None:
+            if existing.manifest.digest != manifest.digest:
+                raise StoreError(
+                    f"{path} records run {manifest.run_id}, but the store {self.root} holds a "
+                    "different run under that id",
+                    hint="use the stored run by its id, or import the file with another --store",
+                )
+            return existing
+        files = {MANIFEST_FILE: path.read_bytes()}
+        if path.name == MANIFEST_FILE and path.parent.name == manifest.run_id:
+            for name in (DIFF_FILE, RESULT_FILE):
+                if (path.parent / name).is_file():
+                    files[name] = (path.parent / name).read_bytes()
+        self._ensure_dirs()
+        target = self._commit_run(manifest.run_id, files, "importing the manifest")
+        if target is None:  # imported by a concurrent command a moment ago
+            return self.import_manifest(path)
+        return load_run_dir(target)
+
+    def _existing(self, run_id: str) -> StoredRun | None:
+        directory = self.runs_dir / run_id
+        if directory.is_symlink() or not (directory / MANIFEST_FILE).is_file():
+            return None
+        return load_run_dir(directory)
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` lies inside this store's run directories."""
+        try:
+            path.resolve().relative_to(self.runs_dir.resolve())
+        except (ValueError, OSError):
+            return False
+        return True
+
     def _ensure_dirs(self) -> None:
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -255,20 +304,19 @@ def load_run_dir(directory: Path) -> StoredRun:
 
 
 def open_run(store: Store, ref: str) -> StoredRun:
-    """Resolve RUN as the CLI accepts it: id, prefix, ``latest``, or a manifest.toml path."""
+    """Resolve RUN as the CLI accepts it: id, prefix, ``latest``, or the path of a manifest
+    (any copy, under any name), which is imported into the store first so that everything
+    derived from it is written there and never beside the file."""
     if ref.endswith(".toml") or os.sep in ref or ref.startswith("."):
         path = Path(ref)
         if path.is_dir():
             path = path / MANIFEST_FILE
         if not path.is_file():
             raise UsageError(f"{ref} is not a manifest file", hint="check the path")
-        return load_run_dir(path.parent) if path.name == MANIFEST_FILE else _load_file(path)
+        if path.name == MANIFEST_FILE and store.holds(path):
+            return store.load(path.parent.name)
+        return store.import_manifest(path)
     return store.load(store.resolve(ref))
-
-
-def _load_file(path: Path) -> StoredRun:
-    manifest = read_manifest(path)
-    return StoredRun(run_id=manifest.run_id, directory=path.parent, manifest=manifest, result=None)
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -4,15 +4,16 @@
 # and diff two captures on the host.
 #
 # Everything happens in a scratch git repository (default .demo/, or $ENVSNAP_DEMO_DIR) with the
-# example's own virtual environment (numpy only); envsnap runs from the repository's .venv, apart
-# from the experiment. scripts/docker-env.sh brings up the docker engine, a local registry and a
+# example's own virtual environment (numpy only); envsnap runs installed from its wheel into a
+# fresh venv (.venv-wheel), apart from the experiment, as `pip install <repo>` leaves it. scripts/docker-env.sh brings up the docker engine, a local registry and a
 # Debian-based Python image built from Debian packages (no image registry on the internet is
 # needed); the demo uses that image as the base of the rebuilt environment. On a machine that
 # reaches Docker Hub, leave ENVSNAP_BASE_IMAGE unset and envsnap picks python:<version>-slim.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/bootstrap.sh"
-venv="$repo/.venv/bin"
+bash "$repo/scripts/install-wheel.sh" "$repo/.venv-wheel" "$repo/dist" >/dev/null
+venv="$repo/.venv-wheel/bin"
 
 echo "==> docker engine, local registry and the Debian test base image"
 env_out="$(bash "$repo/scripts/docker-env.sh")"
@@ -39,7 +40,7 @@ echo "==> the example's own virtual environment"
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 export VIRTUAL_ENV="$work/.venv"
-export PATH="$work/.venv/bin:$venv:$PATH"   # python: the example's; envsnap: the repository's
+export PATH="$work/.venv/bin:$venv:$PATH"   # python: the example's; envsnap: the wheel's
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 expect() {  # expect CODE COMMAND...: run it, show its exit code, stop the demo if it differs

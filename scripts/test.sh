@@ -2,6 +2,7 @@
 # The whole test suite: lint, format check, strict typing, unit and integration tests (the latter
 # on a real docker engine with a real local registry, brought up by scripts/docker-env.sh, which
 # installs and starts what is missing and fails loudly when it cannot).
+# The integration tests run envsnap installed from its wheel into a fresh venv, as users get it.
 # On a fresh machine this is the only command needed; CI runs it through .ci/run.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +18,9 @@ echo "==> actionlint"
 "$venv/actionlint" .github/workflows/*.yml
 echo "==> mypy (strict)"
 "$venv/mypy"
+echo "==> envsnap as users install it: a wheel of this repository in a fresh venv"
+ENVSNAP_TEST_WHEEL="$(bash scripts/install-wheel.sh "$repo/.venv-wheel" "$repo/dist")"
+export ENVSNAP_TEST_WHEEL ENVSNAP_TEST_PYTHON="$repo/.venv-wheel/bin/python"
 echo "==> docker engine, registry and test base images"
 bash scripts/docker-env.sh
 echo "==> pytest"

@@ -1,5 +1,5 @@
-"""Integration fixtures: a real git repository holding the example project, and a runner for the
-real ``envsnap`` command line."""
+"""Integration fixtures: envsnap installed from its wheel (as users get it), a real git repository
+holding the example project, and a runner for the real ``envsnap`` command line."""
 
 from __future__ import annotations
 
@@ -15,6 +15,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "train-logreg"
+# Set by scripts/test.sh (scripts/install-wheel.sh); built by the session fixture below otherwise.
+WHEEL_PYTHON_VARIABLE = "ENVSNAP_TEST_PYTHON"
+WHEEL_VARIABLE = "ENVSNAP_TEST_WHEEL"
+
+
+def envsnap_command() -> list[str]:
+    """The installed envsnap command line: the wheel's venv, never this editable checkout."""
+    return [os.environ[WHEEL_PYTHON_VARIABLE], "-m", "envsnap"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _envsnap_from_wheel(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """envsnap as a user's ``pip install <repo>`` leaves it: a wheel in a fresh venv, apart from
+    the experiment's environment (this test run's venv, "activated" through VIRTUAL_ENV the way a
+    user's project venv would be, so captures describe it and not envsnap's own venv)."""
+    if not os.environ.get(WHEEL_PYTHON_VARIABLE):
+        where = tmp_path_factory.mktemp("wheel")
+        done = subprocess.run(
+            ["bash", str(REPO / "scripts" / "install-wheel.sh"), str(where / "venv"), str(where)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            pytest.exit(f"building and installing envsnap's wheel failed:\n{done.stderr}", 2)
+        os.environ[WHEEL_VARIABLE] = done.stdout.strip()
+        os.environ[WHEEL_PYTHON_VARIABLE] = str(where / "venv" / "bin" / "python")
+    os.environ.setdefault("VIRTUAL_ENV", sys.prefix)
+    bin_dir = str(Path(sys.prefix) / "bin")
+    if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "envsnap-tests",
@@ -48,7 +80,7 @@ class Envsnap:
         cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "envsnap", *args],
+            [*envsnap_command(), *args],
             cwd=cwd or self.cwd,
             env={**self.env, **(env or {})},
             capture_output=True,
@@ -85,6 +117,10 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture
 def envsnap(project: Path) -> Envsnap:
     """The envsnap CLI, run in the example project with a controlled environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVSNAP_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ENVSNAP_") or k in (WHEEL_PYTHON_VARIABLE, WHEEL_VARIABLE)
+    }
     env.update(GIT_ENV)
     return Envsnap(cwd=project, env=env)

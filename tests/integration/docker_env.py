@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, WHEEL_VARIABLE
 
 REGISTRY = "127.0.0.1:5000"
 BASE_IMAGE = "envsnap-test/python:3.11-bookworm"
@@ -75,12 +75,11 @@ def registry_base() -> str:
 def capture_in_container(root: Path, captures: Sequence[str], setup: str = "") -> list[str]:
     """Run ``envsnap capture ARGS`` for each ARGS inside the base image, in the project at
     ``root`` (store: root/.envsnap), after the shell lines ``setup``; return the run ids."""
-    from envsnap.build import build_tool_wheel
-
     wheels = root.parent / "wheels"
     wheels.mkdir(exist_ok=True)
-    name, data = build_tool_wheel()
-    (wheels / name).write_bytes(data)
+    wheel = Path(os.environ[WHEEL_VARIABLE])  # the wheel users get, built by install-wheel.sh
+    name = wheel.name
+    shutil.copyfile(wheel, wheels / name)
     mounts = ["-v", f"{root}:/work", "-v", f"{wheels}:/wheels:ro"]
     env = []
     if CA_BUNDLE.is_file():  # TLS to the index is intercepted here: pip must trust the host's CA

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from envsnap.store import Store
-from tests.integration.conftest import Envsnap, example_project
+from tests.integration.conftest import Envsnap, envsnap_command, example_project
 from tests.integration.docker_env import (
     REGISTRY,
     capture_in_container,
@@ -43,9 +42,7 @@ def run_build(
     """envsnap build RUN ARGS... in the project at ``root`` with its store."""
     return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "envsnap",
+            *envsnap_command(),
             "build",
             run_id,
             "--store",

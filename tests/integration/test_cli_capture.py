@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from envsnap.store import RUN_ID, Store
-from tests.integration.conftest import Envsnap, git
+from tests.integration.conftest import Envsnap, envsnap_command, git
 
 TRAIN = [
     "--params-file",
@@ -336,7 +336,7 @@ class TestReliability:
         """Captures killed at many moments leave only complete runs behind."""
         for delay in (0.02, 0.05, 0.08, 0.11, 0.14, 0.17, 0.2, 0.3):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "envsnap", "capture"],
+                [*envsnap_command(), "capture"],
                 cwd=project,
                 env=envsnap.env,
                 stdout=subprocess.DEVNULL,
@@ -361,7 +361,7 @@ class TestReliability:
             "except KeyboardInterrupt:\n    raise SystemExit(130)"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "envsnap", "capture", "--", sys.executable, "-c", code],
+            [*envsnap_command(), "capture", "--", sys.executable, "-c", code],
             cwd=project,
             env=envsnap.env,
             stdout=subprocess.PIPE,

@@ -17,7 +17,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 from envsnap.manifest import dumps_manifest, read_manifest, seal
-from tests.integration.conftest import GIT_ENV, REPO, git
+from tests.integration.conftest import GIT_ENV, REPO, envsnap_command, git
 
 ACTION = yaml.safe_load((REPO / "action.yml").read_text())
 ANNOTATION = re.compile(r"^::(error|warning|notice) title=[^:,\n]*::[^\n]*$")
@@ -245,7 +245,7 @@ class TestCiInit:
     def test_writes_a_valid_workflow(self, tmp_path: Path) -> None:
         """ci init writes a workflow that actionlint accepts, and refuses to overwrite it."""
         env = {**os.environ, **GIT_ENV}
-        cmd = [sys.executable, "-m", "envsnap", "ci", "init", "--manifest", "envsnap.lock.toml"]
+        cmd = [*envsnap_command(), "ci", "init", "--manifest", "envsnap.lock.toml"]
         done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         workflow = tmp_path / ".github" / "workflows" / "envsnap-drift.yml"
@@ -269,7 +269,7 @@ class TestCiInit:
     def test_refuses_unsafe_manifest_path(self, tmp_path: Path) -> None:
         """A manifest path that could break out of its YAML scalar is refused."""
         done = subprocess.run(
-            [sys.executable, "-m", "envsnap", "ci", "init", "--manifest", "x\n  evil: true"],
+            [*envsnap_command(), "ci", "init", "--manifest", "x\n  evil: true"],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -322,7 +322,7 @@ class TestCommittedSelfTestManifest:
         """envsnap check against it, with the action self-test's ignore list, fails on click."""
         ignore = ["host", "hardware", "os", "python", "driver", "cuda", "conda"]
         done = subprocess.run(
-            [sys.executable, "-m", "envsnap", "check", "--against", str(SELFTEST_MANIFEST)]
+            [*envsnap_command(), "check", "--against", str(SELFTEST_MANIFEST)]
             + [arg for category in ignore for arg in ("--ignore", category)],
             capture_output=True,
             text=True,

@@ -22,7 +22,7 @@ import pytest
 
 from envsnap.manifest import Manifest
 from envsnap.store import Store
-from tests.integration.conftest import EXAMPLE, Envsnap, example_project, git
+from tests.integration.conftest import EXAMPLE, Envsnap, envsnap_command, example_project, git
 from tests.integration.docker_env import (
     capture_in_container,
     docker,
@@ -50,7 +50,7 @@ TRAIN = (
 
 def _rerun(root: Path, *args: str, check: int | None = None) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "envsnap", "rerun", *args, "--base", registry_base()],
+        [*envsnap_command(), "rerun", *args, "--base", registry_base()],
         cwd=root,
         env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
         capture_output=True,
@@ -115,7 +115,7 @@ class TestRerun:
         rerun, original = store.load(outcome["rerun"]), store.load(runs["train"])
         assert rerun.manifest.rerun_of == runs["train"]
         listing = subprocess.run(
-            [sys.executable, "-m", "envsnap", "list"], cwd=root, capture_output=True, text=True
+            [*envsnap_command(), "list"], cwd=root, capture_output=True, text=True
         ).stdout
         assert f"{outcome['rerun']}  " in listing and f"(rerun of {runs['train']})" in listing
         assert rerun.result is not None and original.result is not None
@@ -222,7 +222,7 @@ class TestRerun:
         rerun = ["rerun", runs["hang"], "--env", "MODE=hang", "--timeout", "300s"]
         rerun += ["--base", registry_base()]  # the timeout bounds the test should SIGINT be lost
         process = subprocess.Popen(
-            [sys.executable, "-m", "envsnap", *rerun],
+            [*envsnap_command(), *rerun],
             cwd=root,
             env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
             stdout=subprocess.PIPE,
@@ -251,7 +251,7 @@ class TestRerun:
         """--gpus on a host without GPUs: exit 2 before any engine is asked (none is reachable)."""
         root, runs = trained
         done = subprocess.run(
-            [sys.executable, "-m", "envsnap", "rerun", runs["fail"], "--gpus", "all"],
+            [*envsnap_command(), "rerun", runs["fail"], "--gpus", "all"],
             cwd=root,
             env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
             capture_output=True,
@@ -319,12 +319,12 @@ class TestRerunOfHostRun:
             "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
             "ENVSNAP_DOCKER": docker_cli(),
         }
-        capture = [sys.executable, "-m", "envsnap", "capture", *TRAIN.replace("'", "").split()]
+        capture = [*envsnap_command(), "capture", *TRAIN.replace("'", "").split()]
         done = subprocess.run(capture, cwd=project, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         run_id = done.stdout.splitlines()[0]
         done = subprocess.run(
-            [sys.executable, "-m", "envsnap", "rerun", run_id, "--json", "--base", registry_base()],
+            [*envsnap_command(), "rerun", run_id, "--json", "--base", registry_base()],
             cwd=project,
             env=env,
             capture_output=True,

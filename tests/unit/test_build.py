@@ -1,11 +1,23 @@
-"""Pieces of envsnap build that need no engine: envsnap's own wheel for the image."""
+"""Pieces of envsnap build that need no engine (envsnap's own wheel for the image), and what
+build records, against a fake engine."""
 
 from __future__ import annotations
 
 import io
+import json
+import tomllib
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from envsnap.build import _same_base, build_tool_wheel
+from envsnap.build import BuildOptions, BuiltImage, _same_base, build_run, build_tool_wheel
+from envsnap.engine import ImageInfo
+from envsnap.lock import IndexFile, IndexQuery, lock_run
+from envsnap.manifest import Package, Python
+from envsnap.store import Store, StoredRun
+from tests.conftest import sample_manifest
 
 
 class TestToolWheel:
@@ -56,3 +68,113 @@ class TestReuseBase:
     def test_docker_hub_spellings_are_one_repository(self) -> None:
         """docker.io/library/python and python are the same repository."""
         assert _same_base("docker.io/library/python@sha256:" + "c" * 64, "python:3.11")
+
+
+class _AnyIndex:
+    """A HashSource that serves one pure wheel for every project and version asked."""
+
+    def files(self, queries: Sequence[IndexQuery]) -> dict[IndexQuery, tuple[IndexFile, ...]]:
+        return {
+            q: (IndexFile(f"{q.project.replace('-', '_')}-{q.version}-py3-none-any.whl", "0" * 64),)
+            for q in queries
+        }
+
+
+@dataclass
+class _FakeEngine:
+    """Answers build's questions of a docker engine; each build makes a new image id."""
+
+    provided: dict[str, str] = field(default_factory=dict)
+    images: dict[str, ImageInfo] = field(default_factory=dict)
+    builds: int = 0
+    removed: list[str] = field(default_factory=list)
+
+    def resolve_digest(self, ref: str) -> str:
+        return "127.0.0.1:5000/base@sha256:" + "b" * 64
+
+    def run(self, image: str, argv: Sequence[str], **kwargs: Any) -> int:
+        kwargs["on_output"]("ENVSNAP-PACKAGES " + json.dumps(self.provided))
+        return 0
+
+    def build(self, *, tag: str, **kwargs: Any) -> str:
+        self.builds += 1
+        image_id = f"sha256:{self.builds:064d}"
+        self.images[tag] = self.images[image_id] = ImageInfo(id=image_id, repo_tags=(tag,))
+        for key, info in list(self.images.items()):
+            if info.id != image_id and key.startswith("sha256:"):
+                self.images[key] = ImageInfo(id=info.id)  # untagged by the new build
+        return image_id
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        return self.images.get(ref)
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.removed.append(ref)
+        self.images.pop(ref, None)
+
+
+class TestBuildRecords:
+    """What build writes: the run's lock files once, and image.toml saying what was built."""
+
+    def _runs(self, tmp_path: Path) -> tuple[Store, StoredRun, StoredRun]:
+        store = Store(tmp_path / "store")
+        packages = (
+            Package(name="numpy", version="2.1.3", installer="pip"),
+            Package(name="scipy", version="1.14.1", installer="pip"),
+        )
+        python = Python(version="3.11.7", packages=packages)
+        ids = ("20261122-163012-a1b2c3", "20261122-163013-d4e5f6")
+        runs = [store.write_run(sample_manifest(run_id=i, python=python))[1] for i in ids]
+        return store, store.load(runs[0].name), store.load(runs[1].name)
+
+    def _build(
+        self, store: Store, run: StoredRun, engine: _FakeEngine, **options: Any
+    ) -> BuiltImage:
+        return build_run(run, store, engine, BuildOptions(**options), env={}, source=_AnyIndex())  # type: ignore[arg-type]
+
+    def test_build_never_rewrites_the_runs_lock(self, tmp_path: Path) -> None:
+        """The lock files a lock wrote stay byte for byte; what the base provides is recorded
+        in image.toml and left out of the image's own requirements only."""
+        store, run, _ = self._runs(tmp_path)
+        _, written = lock_run(run, source=_AnyIndex())
+        before = {p.name: p.read_bytes() for p in written}
+        assert b"numpy==2.1.3" in before["requirements.lock.txt"]
+        built = self._build(store, run, _FakeEngine(provided={"numpy": "2.1.3"}))
+        after = {p.name: (run.directory / p.name).read_bytes() for p in written}
+        assert after == before
+        assert built.base_provided == ("numpy",)
+        record = tomllib.loads((run.directory / "image.toml").read_text())
+        assert record["base_provided"] == ["numpy"]
+
+    def test_a_build_without_a_lock_locks_once_with_every_package(self, tmp_path: Path) -> None:
+        """Built before any lock: the run's lock lists every recorded package, base or not."""
+        store, run, _ = self._runs(tmp_path)
+        self._build(store, run, _FakeEngine(provided={"numpy": "2.1.3"}))
+        text = (run.directory / "requirements.lock.txt").read_text()
+        assert "numpy==2.1.3" in text and "scipy==1.14.1" in text
+
+    def test_a_reuse_leaves_image_toml_as_built(self, tmp_path: Path) -> None:
+        """A warm build says 'reused' on output and does not rewrite what was built and when."""
+        store, run, _ = self._runs(tmp_path)
+        engine = _FakeEngine()
+        first = self._build(store, run, engine)
+        recorded = (run.directory / "image.toml").read_bytes()
+        again = self._build(store, run, engine)
+        assert again.reused and not first.reused and engine.builds == 1
+        assert (run.directory / "image.toml").read_bytes() == recorded
+        data = tomllib.loads(recorded.decode())
+        assert "reused" not in data and data["seconds"] == first.seconds
+
+    def test_a_rebuild_updates_every_run_of_the_environment(self, tmp_path: Path) -> None:
+        """After --rebuild of one run, another run of the same environment names the new
+        image, not the removed one."""
+        store, run_a, run_b = self._runs(tmp_path)
+        assert run_a.manifest.env_id == run_b.manifest.env_id
+        engine = _FakeEngine()
+        old = self._build(store, run_a, engine)
+        self._build(store, run_b, engine)
+        new = self._build(store, run_a, engine, rebuild=True)
+        assert new.image_id != old.image_id and old.image_id in engine.removed
+        for run in (run_a, run_b):
+            data = tomllib.loads((run.directory / "image.toml").read_text())
+            assert data["image_id"] == new.image_id

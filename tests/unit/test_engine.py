@@ -15,14 +15,12 @@ from envsnap.engine import (
     SecretMask,
     build_error,
     client_version_tuple,
-    familiar_repository,
     has_builtin_buildkit,
     parse_build_failure,
     parse_image_info,
     parse_push_digest,
     pick_repo_digest,
     progress_printer,
-    split_reference,
 )
 
 DIGEST = "sha256:" + "8c35a5545186620f2b2dfe31b3cc6a6a6c094aef19942a78003a6caa4b367bf0"
@@ -194,28 +192,7 @@ class TestBuildErrorSentence:
 
 
 class TestReferences:
-    """Image references split into repository, tag and digest; digests are picked and parsed."""
-
-    @pytest.mark.parametrize(
-        ("reference", "expected"),
-        [
-            ("python:3.11", ("python", "3.11", "")),
-            ("python", ("python", "", "")),
-            ("127.0.0.1:5000/envsnap/base", ("127.0.0.1:5000/envsnap/base", "", "")),
-            ("127.0.0.1:5000/envsnap/base:v1", ("127.0.0.1:5000/envsnap/base", "v1", "")),
-            (f"127.0.0.1:5000/a:v1@{DIGEST}", ("127.0.0.1:5000/a", "v1", DIGEST)),
-            (f"python@{DIGEST}", ("python", "", DIGEST)),
-        ],
-    )
-    def test_split_reference(self, reference: str, expected: tuple[str, str, str]) -> None:
-        """A registry port is not mistaken for a tag."""
-        assert split_reference(reference) == expected
-
-    def test_familiar_repository(self) -> None:
-        """Docker Hub names compare in the short form docker prints."""
-        assert familiar_repository("docker.io/library/python") == "python"
-        assert familiar_repository("docker.io/org/app") == "org/app"
-        assert familiar_repository("127.0.0.1:5000/library/x") == "127.0.0.1:5000/library/x"
+    """Registry digests are picked and parsed (references themselves: test_imageref.py)."""
 
     def test_pick_repo_digest_prefers_the_repository(self) -> None:
         """The digest recorded for the asked repository wins over others of the same image."""

@@ -15,9 +15,10 @@ from envsnap.image import (
     render_dockerfile,
     write_context,
 )
-from envsnap.manifest import Container, Cuda, seal
+from envsnap.manifest import Container, Cuda, read_manifest, seal
 from tests.conftest import sample_manifest
 
+GPU_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "gpu"
 PINNED = "127.0.0.1:5000/team/python@sha256:" + "a" * 64
 
 
@@ -51,13 +52,91 @@ class TestBaseChoice:
         """Without CUDA the rule picks the python slim image of the exact version and codename."""
         assert choose_base(sample_manifest()).reference == "python:3.11.7-slim-bookworm"
 
-    def test_rule_for_cuda(self) -> None:
-        """A CUDA run on Ubuntu gets the matching nvidia/cuda runtime image."""
-        m = sample_manifest(cuda=Cuda(runtime_version="12.1"))
+    @pytest.mark.parametrize(
+        ("python", "os_id", "os_version", "codename", "cuda", "expected", "adds_python"),
+        [
+            # No CUDA: the run's Python on its Debian release, else on bookworm.
+            ("3.11.7", "debian", "12", "bookworm", None, "python:3.11.7-slim-bookworm", False),
+            ("3.12.8", "debian", "13", "trixie", None, "python:3.12.8-slim-trixie", False),
+            ("3.11.7", "ubuntu", "22.04", "jammy", None, "python:3.11.7-slim-bookworm", False),
+            ("3.10.4", "debian", "9", "stretch", None, "python:3.10.4-slim-bookworm", False),
+            # CUDA from wheels (torch's nvidia-* wheels): only the driver comes from the host.
+            ("3.12.3", "ubuntu", "24.04", "noble",
+             Cuda(runtime_version="13.2.86", runtime_source="wheel nvidia-cuda-runtime",
+                  cudnn_version="9.19.0.56", cudnn_source="wheel nvidia-cudnn-cu13"),
+             "python:3.12.3-slim-bookworm", False),
+            ("3.11.7", "debian", "12", "bookworm",
+             Cuda(runtime_version="12.4", runtime_source="torch/version.py"),
+             "python:3.11.7-slim-bookworm", False),
+            # CUDA from a system toolkit: NVIDIA's runtime image of that release, Python added.
+            ("3.10.12", "ubuntu", "22.04", "jammy",
+             Cuda(runtime_version="12.4.1", runtime_source="/usr/local/cuda/version.json",
+                  cudnn_version="9.1.0"),
+             "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04", True),
+            ("3.10.12", "ubuntu", "22.04", "jammy",
+             Cuda(runtime_version="12.4.131", runtime_source="/usr/local/cuda/lib64/libcudart.so"),
+             "nvidia/cuda:12.4.1-runtime-ubuntu22.04", True),
+            ("3.12.3", "ubuntu", "24.04", "noble",
+             Cuda(runtime_version="13.0.2", runtime_source="/usr/local/cuda/version.json",
+                  cudnn_version="9.19.0"),
+             "nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04", True),
+            ("3.11.7", "debian", "12", "bookworm",
+             Cuda(runtime_version="12.1.1", runtime_source="/usr/local/cuda/version.json",
+                  cudnn_version="8.9.0"),
+             "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04", True),
+            ("3.8.10", "ubuntu", "20.04", "focal",
+             Cuda(runtime_version="11.8.89", runtime_source="/usr/local/cuda/version.txt"),
+             "nvidia/cuda:11.8.0-runtime-ubuntu20.04", True),
+        ],
+    )  # fmt: skip
+    def test_rule_table(
+        self,
+        python: str,
+        os_id: str,
+        os_version: str,
+        codename: str,
+        cuda: Cuda | None,
+        expected: str,
+        adds_python: bool,
+    ) -> None:
+        """Each base rule picks an image that exists and has (or is given) Python, and says
+        which rule chose it."""
+        m = sample_manifest(cuda=cuda or Cuda())
         m = dataclasses.replace(
-            m, host=dataclasses.replace(m.host, os_id="ubuntu", os_version="22.04")
+            m,
+            host=dataclasses.replace(
+                m.host, os_id=os_id, os_version=os_version, os_codename=codename
+            ),
+            python=dataclasses.replace(m.python, version=python),
         )
-        assert choose_base(m).reference == "nvidia/cuda:12.1.0-cudnn-runtime-ubuntu22.04"
+        choice = choose_base(m)
+        assert (choice.reference, choice.adds_python) == (expected, adds_python)
+        assert choice.reason.startswith("rule: ")
+        check_reference(choice.reference, "the rule")
+
+    def test_unknown_cuda_toolkit_release_is_one_sentence(self) -> None:
+        """A toolkit release with no known nvidia/cuda image asks for --base."""
+        m = sample_manifest(
+            cuda=Cuda(runtime_version="10.2.89", runtime_source="/usr/local/cuda/version.txt")
+        )
+        with pytest.raises(UsageError, match="--base"):
+            choose_base(m)
+
+    def test_the_recorded_h200_run_gets_a_python_base(self) -> None:
+        """The real CUDA 13 run recorded on an H200 (torch cu130 from the index) is rebuilt on
+        the run's Python, not on a CUDA tag made from the runtime wheel's version."""
+        m = read_manifest(GPU_FIXTURES / "h200-torch-cu130.manifest.toml")
+        choice = choose_base(m)
+        assert choice.reference == "python:3.12.3-slim-bookworm"
+        assert not choice.adds_python
+
+    def test_os_python_step_only_for_a_base_without_python(self) -> None:
+        """The apt step that adds python3 is rendered only when the base lacks Python."""
+        plain = render_dockerfile(_plan())  # type: ignore[arg-type]
+        assert "apt-get install" not in plain
+        added = render_dockerfile(dataclasses.replace(_plan(), adds_python=True))  # type: ignore[arg-type]
+        assert "python3 python3-venv" in added
+        assert added.index("python3-venv") < added.index("FROM envsnap-base AS envsnap-env")
 
     @pytest.mark.parametrize(
         "bad",

@@ -222,3 +222,69 @@ def test_sealing_does_not_mutate_input(tmp_path: Path) -> None:
     sealed, _ = Store(tmp_path).write_run(manifest)
     assert manifest.digest == "" and sealed.digest
     assert dataclasses.replace(sealed, digest="", env_id="") == manifest
+
+
+class TestImportingAManifestByPath:
+    """A manifest given by path is imported into the store; nothing is written beside it."""
+
+    def _committed(self, tmp_path: Path, name: str = "envsnap.lock.toml") -> Path:
+        source = Store(tmp_path / "elsewhere")
+        _, directory = source.write_run(sample_manifest(), b"diff\n")
+        project = tmp_path / "clone"
+        project.mkdir(exist_ok=True)
+        copy = project / name
+        copy.write_bytes((directory / "manifest.toml").read_bytes())
+        return copy
+
+    @pytest.mark.parametrize("name", ["envsnap.lock.toml", "reference.toml", "manifest.toml"])
+    def test_any_name_is_imported_into_the_store(self, tmp_path: Path, name: str) -> None:
+        """Under any name the run lands in the store, whose directory is its home from then on,
+        and the project directory holding the file is left exactly as it was."""
+        copy = self._committed(tmp_path, name)
+        before = sorted(p.name for p in copy.parent.iterdir())
+        store = Store(tmp_path / "store")
+        run = open_run(store, str(copy))
+        assert run.directory == store.runs_dir / run.run_id
+        assert run.manifest_path.read_bytes() == copy.read_bytes()
+        assert store.run_ids() == [run.run_id]
+        assert sorted(p.name for p in copy.parent.iterdir()) == before
+
+    def test_the_same_file_twice_is_one_run(self, tmp_path: Path) -> None:
+        """Importing the same manifest again finds the run imported before."""
+        copy = self._committed(tmp_path)
+        store = Store(tmp_path / "store")
+        first = open_run(store, str(copy))
+        second = open_run(store, str(copy))
+        assert first.directory == second.directory
+        assert store.run_ids() == [first.run_id]
+
+    def test_a_different_run_under_an_existing_id_is_refused(self, tmp_path: Path) -> None:
+        """Another manifest carrying an id the store already holds is refused, not merged."""
+        copy = self._committed(tmp_path)
+        store = Store(tmp_path / "store")
+        store.write_run(sample_manifest(name="another"))
+        with pytest.raises(StoreError, match="different run under that id"):
+            open_run(store, str(copy))
+        assert store.load("20261122-163012-a1b2c3").manifest.name == "another"
+
+    def test_a_run_directory_brings_its_result_and_diff(self, tmp_path: Path) -> None:
+        """<run-id>/manifest.toml of another store brings the run's diff and result with it."""
+        source = Store(tmp_path / "elsewhere")
+        _, directory = source.write_run(sample_manifest(), b"diff\n")
+        source.write_result(
+            directory,
+            Result(run_id="20261122-163012-a1b2c3", exit_code=0, started="s", ended="e"),
+        )
+        store = Store(tmp_path / "store")
+        run = open_run(store, str(directory / "manifest.toml"))
+        assert run.result is not None and run.result.exit_code == 0
+        assert run.diff_path.read_bytes() == b"diff\n"
+
+    def test_an_edited_copy_is_refused_and_nothing_is_stored(self, tmp_path: Path) -> None:
+        """A copy edited after writing fails its digest; the store gets nothing."""
+        copy = self._committed(tmp_path)
+        copy.write_text(copy.read_text().replace("lr-sweep-3", "renamed"))
+        store = Store(tmp_path / "store")
+        with pytest.raises(ManifestError):
+            open_run(store, str(copy))
+        assert store.run_ids() == []

@@ -3,13 +3,15 @@ every NVML failure into ``available=False`` with a reason."""
 
 from __future__ import annotations
 
+import re
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from envsnap.manifest import Gpu, GpuDevice
+from envsnap.manifest import Gpu, GpuDevice, read_manifest, to_data
 from envsnap.probes.gpu import (
     NO_DRIVER_REASON,
     PynvmlApi,
@@ -17,6 +19,8 @@ from envsnap.probes.gpu import (
     driver_visible,
     format_cuda_version,
 )
+
+GPU_DATA = Path(__file__).resolve().parents[2] / "data" / "gpu"
 
 
 class NVMLError(Exception):
@@ -209,9 +213,68 @@ class TestFailures:
         nvml = FakeNvml(devices=[FakeDevice(name="A100")], fail_on="shutdown")
         assert capture_gpu(nvml=nvml, **with_driver).available
 
-    def test_real_nvml_without_library(self, with_driver: dict[str, Path]) -> None:
-        """On a machine without libnvidia-ml the real implementation reports an NVML error."""
-        gpu = capture_gpu(nvml=PynvmlApi(), **with_driver)
-        if gpu.available:
-            pytest.skip("this machine has a working NVIDIA driver")
-        assert gpu.reason.startswith(("NVML could not start:", "nvidia-ml-py"))
+    def test_real_nvml(self, with_driver: dict[str, Path]) -> None:
+        """The real NVML binding: on a GPU host it reads what the driver itself reports (the
+        version in /proc/driver/nvidia/version, named NVIDIA devices with memory and a compute
+        capability, as the H200 ground truth lists); elsewhere it reports an NVML error."""
+        if driver_visible():
+            gpu = capture_gpu(nvml=PynvmlApi())
+            assert gpu.available, gpu.reason
+            proc_text = Path("/proc/driver/nvidia/version").read_text(errors="replace")
+            assert gpu.driver_version and gpu.driver_version in proc_text
+            assert re.fullmatch(r"\d+\.\d+", gpu.cuda_driver_version)
+            assert gpu.devices
+            for device in gpu.devices:
+                assert device.name.startswith("NVIDIA"), device.name
+                assert device.uuid.startswith("GPU-")
+                assert device.memory_bytes > 0
+                assert re.fullmatch(r"\d+\.\d+", device.compute_capability)
+        else:
+            gpu = capture_gpu(nvml=PynvmlApi(), **with_driver)
+            assert not gpu.available
+            assert gpu.reason.startswith(("NVML could not start:", "nvidia-ml-py"))
+
+
+class TestRecordedH200:
+    """NVML's answers recorded on a real NVIDIA H200 replay through the probe to the [gpu]
+    section envsnap wrote there (tests/data/gpu/, checked against nvidia-smi and torch)."""
+
+    def test_replayed_answers_give_the_recorded_section(self, with_driver: dict[str, Path]) -> None:
+        """Replaying [nvml] through the probe gives the recorded [gpu] section whole."""
+        recorded = tomllib.loads((GPU_DATA / "nvidia-h200-nvml.toml").read_text())
+        nvml = recorded["nvml"]
+        fake = FakeNvml(
+            devices=[
+                FakeDevice(
+                    name=d["name"],
+                    uuid=d["uuid"],
+                    memory=d["memory_total"],
+                    capability=(d["compute_capability"][0], d["compute_capability"][1]),
+                )
+                for d in nvml["devices"]
+            ],
+            driver=nvml["driver_version"],
+            cuda=nvml["cuda_driver_version"],
+        )
+        assert len(fake.devices) == nvml["device_count"]
+        gpu = capture_gpu(nvml=fake, **with_driver)
+        assert to_data(gpu) == recorded["gpu"]
+
+    def test_recorded_section_matches_the_ground_truth(self) -> None:
+        """What the probe wrote there agrees with nvidia-smi's and torch's answers on that host:
+        NVIDIA H200, driver 580.159.04, 143771 MiB, compute capability 9.0, CUDA 13.0."""
+        gpu = tomllib.loads((GPU_DATA / "nvidia-h200-nvml.toml").read_text())["gpu"]
+        assert gpu["driver_version"] == "580.159.04"
+        assert gpu["cuda_driver_version"] == "13.0"
+        (device,) = gpu["devices"]
+        assert device["name"] == "NVIDIA H200"
+        assert device["memory_bytes"] // 2**20 == 143771
+        assert device["compute_capability"] == "9.0"
+
+    def test_whole_run_manifest_agrees_with_its_nvml_answers(self) -> None:
+        """The CUDA 13 run captured on the same host verifies and holds the same [gpu] facts."""
+        manifest = read_manifest(GPU_DATA / "h200-torch-cu130.manifest.toml")
+        gpu = tomllib.loads((GPU_DATA / "nvidia-h200-nvml.toml").read_text())["gpu"]
+        assert manifest.gpu.driver_version == gpu["driver_version"]
+        assert [d.name for d in manifest.gpu.devices] == ["NVIDIA H200"]
+        assert manifest.cuda.runtime_version.startswith("13.0")

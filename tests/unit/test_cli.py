@@ -1,0 +1,97 @@
+"""The command line's own behaviour: which --debug counts, and how failures are printed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from envsnap import template
+from envsnap.cli import debug_requested, main
+from envsnap.errors import EXIT_ERROR
+
+
+class TestDebugFlag:
+    @pytest.mark.parametrize(
+        ("args", "expected"),
+        [
+            (["--debug", "show", "latest"], True),
+            (["-v", "--debug", "list"], True),
+            (["capture", "--", "python", "t.py", "--debug"], False),
+            (["capture", "--name", "x", "--", "python", "--debug"], False),
+            (["show", "--debug"], False),
+            (["--", "--debug"], False),
+            ([], False),
+        ],
+    )
+    def test_only_envsnaps_own_flag_before_the_subcommand_counts(
+        self, args: list[str], expected: bool
+    ) -> None:
+        """--debug is envsnap's only before the subcommand; the user's command may use it."""
+        assert debug_requested(args) is expected
+
+
+class TestFailures:
+    def test_a_missing_template_is_one_sentence(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A template missing from the installation is an error sentence, not a traceback."""
+
+
+        monkeypatch.setattr(
+            template, "resources", type("R", (), {"files": staticmethod(_MissingFiles)})
+        )
+        with pytest.raises(template.InstallationError, match=r"python\.Dockerfile is missing"):
+            template.read_template("python.Dockerfile")
+
+    def test_a_vanished_working_directory_is_one_sentence(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Run from a directory that was deleted: exit 2 and one sentence, no traceback."""
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        here = os.getcwd()
+        os.chdir(gone)
+        gone.rmdir()
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                main(["list"])
+        finally:
+            os.chdir(here)
+        assert exit_info.value.code == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert "current directory no longer exists" in err
+        assert "Traceback" not in err
+
+    def test_an_unexpected_exception_is_one_sentence_without_debug(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bug still ends in one sentence and exit 2; --debug shows the traceback instead."""
+        import envsnap.cli as cli_module
+
+        def boom(**_: object) -> None:
+            raise RuntimeError("kaboom")
+
+        monkeypatch.setattr(cli_module.cli, "main", boom)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["list"])
+        assert exit_info.value.code == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert "unexpected RuntimeError: kaboom" in err and "--debug" in err
+        with pytest.raises(RuntimeError):
+            main(["--debug", "list"])
+
+
+class _MissingFiles:
+    """Stands in for importlib.resources.files() of an installation without the templates."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def joinpath(self, name: str) -> _MissingFiles:
+        self.name = name
+        return self
+
+    def read_bytes(self) -> bytes:
+        raise FileNotFoundError(self.name)
