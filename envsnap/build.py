@@ -486,11 +486,22 @@ def _write_toml(path: Path, data: Mapping[str, Any]) -> None:
 # --- index access inside the build ---------------------------------------------------------------
 
 
+def _pip_prefix(env: Mapping[str, str]) -> Path:
+    """The environment whose own pip.conf the user's pip reads: the activated one, else ours."""
+    import sys
+
+    return Path(env.get("VIRTUAL_ENV") or env.get("CONDA_PREFIX") or sys.prefix)
+
+
 def _pip_secrets(env: Mapping[str, str], tmp: Path) -> dict[str, Path]:
     """The host's CA bundle and pip configuration, passed as BuildKit secrets (never a layer).
 
-    Missing ones are passed as empty files, so the Dockerfile's secret mounts always resolve.
+    The configuration is what the host's pip would see: all its files merged in pip's order
+    with the PIP_* variables on top. Missing ones are passed as empty files, so the
+    Dockerfile's secret mounts always resolve.
     """
+    from envsnap.pipconf import merged_pip_config, pip_config_files
+
     empty = tmp / "empty"
     empty.write_bytes(b"")
     ca = next(
@@ -503,14 +514,13 @@ def _pip_secrets(env: Mapping[str, str], tmp: Path) -> dict[str, Path]:
     )
     if ca is None and Path("/etc/ssl/certs/ca-certificates.crt").is_file():
         ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    home = Path(env.get("HOME", "~")).expanduser()
-    conf_candidates = [
-        env.get("PIP_CONFIG_FILE", ""),
-        str(home / ".config" / "pip" / "pip.conf"),
-        str(home / ".pip" / "pip.conf"),
-        "/etc/pip.conf",
-    ]
-    conf = next((Path(c) for c in conf_candidates if c and Path(c).is_file()), None)
+    conf = None
+    text = merged_pip_config(env, pip_config_files(env, _pip_prefix(env)))
+    if text:
+        conf = tmp / "pip.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # may hold index tokens
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
     return {"pip-ca": ca or empty, "pip-conf": conf or empty}
 
 

@@ -21,8 +21,7 @@ def read_template_bytes(name: str) -> bytes:
         return resources.files("envsnap.templates").joinpath(name).read_bytes()
     except (OSError, ModuleNotFoundError) as exc:
         raise InstallationError(
-            f"envsnap's template {name} is missing from its installation "
-            f"({type(exc).__name__})",
+            f"envsnap's template {name} is missing from its installation ({type(exc).__name__})",
             hint="reinstall envsnap (pip install --force-reinstall envsnap); "
             "if you built the wheel yourself, its package data is incomplete",
         ) from None

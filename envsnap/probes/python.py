@@ -600,15 +600,9 @@ class IndexConfig(Model):
 
 def default_pip_config_files(env: Mapping[str, str], prefix: Path) -> list[Path]:
     """pip's configuration files, lowest precedence first, as pip itself orders them."""
-    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf")]
-    explicit = env.get("PIP_CONFIG_FILE", "")
-    home = env.get("HOME", "")
-    if home and not (explicit and Path(explicit).exists()):
-        files += [Path(home) / ".pip" / "pip.conf", Path(home) / ".config" / "pip" / "pip.conf"]
-    files.append(prefix / "pip.conf")
-    if explicit and explicit != os.devnull:
-        files.append(Path(explicit))
-    return files
+    from envsnap.pipconf import pip_config_files
+
+    return pip_config_files(env, prefix)
 
 
 def read_index_config(env: Mapping[str, str], config_files: Sequence[Path]) -> IndexConfig:

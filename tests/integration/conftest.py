@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,6 +19,13 @@ EXAMPLE = REPO / "examples" / "train-logreg"
 # Set by scripts/test.sh (scripts/install-wheel.sh); built by the session fixture below otherwise.
 WHEEL_PYTHON_VARIABLE = "ENVSNAP_TEST_PYTHON"
 WHEEL_VARIABLE = "ENVSNAP_TEST_WHEEL"
+
+
+def default_sigint() -> None:
+    """Popen's preexec_fn for a child the test will SIGINT: the default disposition, whatever
+    this test run inherited (a suite started in the background has SIGINT ignored, and a child
+    would keep that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def envsnap_command() -> list[str]:

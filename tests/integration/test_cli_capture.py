@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from envsnap.store import RUN_ID, Store
-from tests.integration.conftest import Envsnap, envsnap_command, git
+from tests.integration.conftest import Envsnap, default_sigint, envsnap_command, git
 
 TRAIN = [
     "--params-file",
@@ -368,6 +368,7 @@ class TestReliability:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=default_sigint,
         )
         assert proc.stdout is not None
         run_id = proc.stdout.readline().strip()

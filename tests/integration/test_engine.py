@@ -223,7 +223,12 @@ class TestBuild:
         assert not engine.image_exists(tag)
 
     def test_interrupt_cancels_the_build(
-        self, engine: Engine, tmp_path: Path, suffix: str, cleanup: Callable[[str], None]
+        self,
+        engine: Engine,
+        tmp_path: Path,
+        suffix: str,
+        cleanup: Callable[[str], None],
+        python_sigint: None,
     ) -> None:
         """Ctrl-C during a RUN step stops the CLI, BuildKit cancels the step, no image is made."""
         marker = f"started-{suffix}"
@@ -249,6 +254,18 @@ class TestBuild:
         assert time.monotonic() - started < 60
         assert _wait_until(lambda: not _processes_mentioning(marker), 15)
         assert not engine.image_exists(tag)
+
+
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler for the test, even where this run inherited SIGINT ignored
+    (a suite started in the background): a SIGINT must become KeyboardInterrupt, and the
+    children started meanwhile get the default disposition."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class TestRegistry:

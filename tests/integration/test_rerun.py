@@ -22,7 +22,14 @@ import pytest
 
 from envsnap.manifest import Manifest
 from envsnap.store import Store
-from tests.integration.conftest import EXAMPLE, Envsnap, envsnap_command, example_project, git
+from tests.integration.conftest import (
+    EXAMPLE,
+    Envsnap,
+    default_sigint,
+    envsnap_command,
+    example_project,
+    git,
+)
 from tests.integration.docker_env import (
     capture_in_container,
     docker,
@@ -228,6 +235,7 @@ class TestRerun:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=default_sigint,
         )
         assert process.stderr is not None
         seen = []

@@ -38,7 +38,6 @@ class TestFailures:
     ) -> None:
         """A template missing from the installation is an error sentence, not a traceback."""
 
-
         monkeypatch.setattr(
             template, "resources", type("R", (), {"files": staticmethod(_MissingFiles)})
         )
