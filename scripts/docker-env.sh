@@ -5,9 +5,12 @@
 #
 #   1. installs docker.io, debootstrap and docker-registry with apt when missing
 #   2. starts dockerd in the background when `docker info` does not answer
-#   3. builds the test base images once (skipped when the tag exists):
-#        envsnap-test/debian:bookworm       debootstrap --variant=minbase + docker import
-#        envsnap-test/python:3.11-bookworm  scripts/base-image/Dockerfile (Debian's python3)
+#   3. makes the test base images once (skipped when the tag exists), by pulling them where an
+#      image registry answers (a GitHub runner) or by building them from Debian's packages:
+#        envsnap-test/debian:bookworm       pulled debian:bookworm-slim, or
+#                                           debootstrap --variant=minbase + docker import
+#        envsnap-test/python:3.11-bookworm  pulled python:3.11-slim-bookworm (+ git), or
+#                                           scripts/base-image/Dockerfile (Debian's python3)
 #   4. starts Debian's docker-registry on 127.0.0.1:5000 when nothing answers there
 #   5. prints a status summary
 #
@@ -22,12 +25,22 @@
 # ships its own CLI (20.10, /usr/bin/docker) with BuildKit built in; the script
 # picks a CLI that can do BuildKit builds and prints it as ENVSNAP_DOCKER_CLI.
 #
-# Environment: DOCKER_ENV_LOG_DIR (default /var/log) for dockerd/registry logs.
+# Environment:
+#   DOCKER_ENV_LOG_DIR     (default /var/log) for dockerd/registry logs
+#   ENVSNAP_BASE_SOURCE    auto (default: pull, else debootstrap) | pull | debootstrap
+#   ENVSNAP_PULL_PYTHON    (default python:3.11-slim-bookworm) and
+#   ENVSNAP_PULL_DEBIAN    (default debian:bookworm-slim): what "pull" pulls
+#   ENVSNAP_DEBIAN_MIRROR  the Debian mirror for debootstrap when the host's apt has no bookworm
+#                          source (an Ubuntu host; default http://deb.debian.org/debian)
+#   ENVSNAP_TEST_PY_TAG, ENVSNAP_TEST_DEB_TAG: the local tags made (defaults above)
 
 set -euo pipefail
 
-PY_TAG="envsnap-test/python:3.11-bookworm"
-DEB_TAG="envsnap-test/debian:bookworm"
+PY_TAG="${ENVSNAP_TEST_PY_TAG:-envsnap-test/python:3.11-bookworm}"
+DEB_TAG="${ENVSNAP_TEST_DEB_TAG:-envsnap-test/debian:bookworm}"
+BASE_SOURCE="${ENVSNAP_BASE_SOURCE:-auto}"
+PULL_PYTHON="${ENVSNAP_PULL_PYTHON:-python:3.11-slim-bookworm}"
+PULL_DEBIAN="${ENVSNAP_PULL_DEBIAN:-debian:bookworm-slim}"
 SUITE="bookworm"
 REGISTRY_ADDR="127.0.0.1:5000"
 REGISTRY_DIR="/var/lib/envsnap-test-registry"
@@ -71,6 +84,10 @@ missing=()
 if ! { command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1; }; then
   pkg_installed docker.io || missing+=(docker.io)
 fi
+case "$BASE_SOURCE" in
+  auto|pull|debootstrap) ;;
+  *) die "ENVSNAP_BASE_SOURCE=$BASE_SOURCE: use auto, pull or debootstrap" ;;
+esac
 for pkg in debootstrap docker-registry; do
   pkg_installed "$pkg" || missing+=("$pkg")
 done
@@ -212,7 +229,16 @@ for uri, suites, comps in entries:
         except OSError:
             pass
 if mirror is None:
-    sys.exit("no apt source for suite %r in the host's apt configuration" % suite)
+    # An Ubuntu host (a GitHub runner) has no Debian sources: Debian's own mirror, signed by
+    # debian-archive-keyring.
+    mirror = os.environ.get("ENVSNAP_DEBIAN_MIRROR") or "http://deb.debian.org/debian"
+    stanzas = ["Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\n"
+               "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n" % (mirror, suite, suite)]
+    host = urlsplit(mirror).hostname
+    try:
+        hosts[host] = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+    except (OSError, TypeError):
+        pass
 open(os.path.join(work, "mirror"), "w").write(mirror + "\n")
 open(os.path.join(work, "host.sources"), "w").write("\n".join(stanzas))
 open(os.path.join(work, "hosts"), "w").write(
@@ -231,6 +257,32 @@ host_apt_conf() {
   printf 'Acquire::https::CAInfo "/run/secrets/hostca";\n'
   printf 'APT::Install-Recommends "false";\n'
 }
+
+# Pull both (a Python image without git gets it in a thin layer, as the Debian-built one has
+# it), or make neither: a half-pulled pair would mix sources.
+pull_bases() {
+  timeout 600 docker pull -q "$PULL_PYTHON" >/dev/null 2>&1 || return 1
+  timeout 600 docker pull -q "$PULL_DEBIAN" >/dev/null 2>&1 || return 1
+  printf 'FROM %s\nRUN command -v git >/dev/null || { apt-get update \\\n && apt-get install -y --no-install-recommends git \\\n && rm -rf /var/lib/apt/lists/*; }\n' \
+      "$PULL_PYTHON" | DOCKER_BUILDKIT=1 "$DOCKER_BK" build -q -t "$PY_TAG" - >/dev/null || return 1
+  docker tag "$PULL_DEBIAN" "$DEB_TAG" || return 1
+  docker run --rm "$PY_TAG" python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+    || die "$PULL_PYTHON does not run Python 3.11"
+}
+
+if ! image_exists "$DEB_TAG" || ! image_exists "$PY_TAG"; then
+  case "$BASE_SOURCE" in
+    pull)
+      pull_bases || die "pulling $PULL_PYTHON and $PULL_DEBIAN failed (ENVSNAP_BASE_SOURCE=pull)"
+      log "pulled $PULL_PYTHON as $PY_TAG and $PULL_DEBIAN as $DEB_TAG" ;;
+    auto)
+      if pull_bases; then
+        log "pulled $PULL_PYTHON as $PY_TAG and $PULL_DEBIAN as $DEB_TAG"
+      else
+        log "no image registry answers for $PULL_PYTHON: building the base images with debootstrap"
+      fi ;;
+  esac
+fi
 
 if ! image_exists "$DEB_TAG" || ! image_exists "$PY_TAG"; then
   need_root "building the base images"
