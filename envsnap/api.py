@@ -132,13 +132,26 @@ def run_recorded(
 
 
 def list_runs(*, store: Path | str | None = None) -> list[RunSummary]:
-    """Every run in the store, oldest first."""
+    """Every readable run in the store, oldest first (``scan_runs`` also names damaged ones)."""
+    return scan_runs(store=store).runs
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunListing:
+    """The runs of a store, and the runs that could not be read, each with its one sentence."""
+
+    runs: list[RunSummary]
+    damaged: list[tuple[str, str]]
+
+
+def scan_runs(*, store: Path | str | None = None) -> RunListing:
+    """Every run in the store, oldest first; a damaged run is named, never hides the others."""
     ws = workspace(store)
-    summaries = []
-    for run_id in ws.store.latest_runs():
-        stored = ws.store.load(run_id)
-        summaries.append(RunSummary.of(stored))
-    return summaries
+    good, damaged = ws.store.scan()
+    return RunListing(
+        runs=[RunSummary.of(stored) for stored in good],
+        damaged=[(run_id, str(error)) for run_id, error in damaged],
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envsnap.errors import InterruptError, ManifestError, RunNotFoundError, StoreError, UsageError
+from envsnap.errors import (
+    EnvsnapError,
+    InterruptError,
+    ManifestError,
+    RunNotFoundError,
+    StoreError,
+    UsageError,
+)
 from envsnap.manifest import (
     Manifest,
     Model,
@@ -277,17 +284,44 @@ class Store:
             ids = [i for i in ids if i[:15] == ids[-1][:15]]
         per_second = Counter(i[:15] for i in ids)
         tied = {i for i in ids if per_second[i[:15]] > 1}
-        created = {i: self.load(i).manifest.created for i in tied}
+        created = {i: self._created(i) for i in tied}
         return sorted(ids, key=lambda i: (i[:15], created.get(i, ""), i))
 
+    def _created(self, run_id: str) -> str:
+        """A run's creation time for ordering; a damaged run sorts by its id alone."""
+        try:
+            return self.load(run_id).manifest.created
+        except EnvsnapError:
+            return ""
+
     def load(self, run_id: str) -> StoredRun:
-        """Read a run by exact id; the manifest is verified against its digest."""
+        """Read a run by exact id; the manifest is verified against its digest, and must be the
+        manifest of that run (a directory copied or renamed by hand is refused)."""
         if not RUN_ID.match(run_id):
             raise RunNotFoundError(f"{run_id!r} is not a run id", hint="see 'envsnap list'")
         directory = self.runs_dir / run_id
         if directory.is_symlink() or not directory.is_dir():
             raise RunNotFoundError(f"no run {run_id} in {self.root}", hint="see 'envsnap list'")
-        return load_run_dir(directory)
+        run = load_run_dir(directory)
+        if run.run_id != run_id:
+            raise ManifestError(
+                f"the run directory {directory} holds the manifest of run {run.run_id} "
+                "(copied or renamed by hand)",
+                hint=f"rename it back to {run.run_id}, or remove the copy",
+            )
+        return run
+
+    def scan(self) -> tuple[list[StoredRun], list[tuple[str, EnvsnapError]]]:
+        """Every run in creation order, and apart from them each run that cannot be read with
+        the reason: one damaged run never hides the others."""
+        good: list[StoredRun] = []
+        damaged: list[tuple[str, EnvsnapError]] = []
+        for run_id in self.latest_runs():
+            try:
+                good.append(self.load(run_id))
+            except EnvsnapError as exc:
+                damaged.append((run_id, exc))
+        return good, damaged
 
 
 def load_run_dir(directory: Path) -> StoredRun:

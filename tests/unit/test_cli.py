@@ -94,3 +94,26 @@ class _MissingFiles:
 
     def read_bytes(self) -> bytes:
         raise FileNotFoundError(self.name)
+
+
+class TestListDamagedStore:
+    def test_list_shows_every_good_run_names_the_bad_one_and_exits_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`envsnap list` over a store with one edited manifest prints the other runs, names the
+        damaged one on stderr in one sentence, and exits 2 at the end."""
+        from envsnap.store import Store
+        from tests.conftest import sample_manifest
+
+        store = Store(tmp_path / "store")
+        ids = ("20261122-163012-a1b2c3", "20261122-163013-d4e5f6", "20261122-163014-aaaaaa")
+        for run_id in ids:
+            store.write_run(sample_manifest(run_id=run_id))
+        bad = store.runs_dir / ids[1] / "manifest.toml"
+        bad.write_text(bad.read_text().replace("lr-sweep-3", "edited"))
+        with pytest.raises(SystemExit) as exit_info:
+            main(["list", "--store", str(store.root)])
+        assert exit_info.value.code == EXIT_ERROR
+        out, err = capsys.readouterr()
+        assert [line.split()[0] for line in out.splitlines()] == [ids[0], ids[2]]
+        assert f"run {ids[1]} cannot be read" in err and "Traceback" not in err

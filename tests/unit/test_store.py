@@ -288,3 +288,67 @@ class TestImportingAManifestByPath:
         with pytest.raises(ManifestError):
             open_run(store, str(copy))
         assert store.run_ids() == []
+
+
+class TestDamagedRuns:
+    """One damaged run never hides the others, and is named with its reason."""
+
+    def _store(self, tmp_path: Path) -> Store:
+        store = Store(tmp_path / ".envsnap")
+        for run_id in (
+            "20261122-163012-a1b2c3",
+            "20261122-163013-d4e5f6",
+            "20261122-163014-aaaaaa",
+        ):
+            store.write_run(sample_manifest(run_id=run_id))
+        return store
+
+    @pytest.mark.parametrize(
+        ("damage", "reason"),
+        [
+            (
+                lambda p: p.write_text(p.read_text().replace("lr-sweep-3", "edited")),
+                "modified after it was written",
+            ),
+            (lambda p: p.write_bytes(p.read_bytes()[:200]), "manifest.toml"),
+            (lambda p: p.write_bytes(b"\xff\xfe not toml"), "manifest.toml"),
+            (lambda p: p.unlink() or p.mkdir(), None),
+        ],
+        ids=["edited", "truncated", "not-toml", "not-a-file"],
+    )
+    def test_scan_lists_every_other_run_and_names_the_bad_one(
+        self, tmp_path: Path, damage: object, reason: str | None
+    ) -> None:
+        """An edited, truncated or unreadable manifest leaves the other runs listed and is
+        named with its reason; a directory without a manifest file is no run at all."""
+        store = self._store(tmp_path)
+        damage(store.runs_dir / "20261122-163013-d4e5f6" / "manifest.toml")  # type: ignore[operator]
+        good, damaged = store.scan()
+        assert [r.run_id for r in good] == ["20261122-163012-a1b2c3", "20261122-163014-aaaaaa"]
+        if reason is None:
+            assert damaged == []
+        else:
+            assert [run_id for run_id, _ in damaged] == ["20261122-163013-d4e5f6"]
+            assert reason in str(damaged[0][1])
+
+    def test_a_renamed_run_directory_is_refused(self, tmp_path: Path) -> None:
+        """A run directory copied under another run's name is not shown as another run."""
+        store = self._store(tmp_path)
+        source = store.runs_dir / "20261122-163012-a1b2c3"
+        copy = store.runs_dir / "20261122-163015-bbbbbb"
+        copy.mkdir()
+        (copy / "manifest.toml").write_bytes((source / "manifest.toml").read_bytes())
+        with pytest.raises(ManifestError, match="holds the manifest of run 20261122-163012-a1b2c3"):
+            store.load("20261122-163015-bbbbbb")
+        good, damaged = store.scan()
+        assert "20261122-163015-bbbbbb" not in [r.run_id for r in good]
+        assert [run_id for run_id, _ in damaged] == ["20261122-163015-bbbbbb"]
+
+    def test_latest_survives_a_damaged_run_in_the_same_second(self, tmp_path: Path) -> None:
+        """Ordering runs of one second reads their times; a damaged one does not stop it."""
+        store = Store(tmp_path / ".envsnap")
+        for suffix in ("a1b2c3", "d4e5f6"):
+            store.write_run(sample_manifest(run_id=f"20261122-163012-{suffix}"))
+        path = store.runs_dir / "20261122-163012-d4e5f6" / "manifest.toml"
+        path.write_text("broken")
+        assert set(store.latest_runs()) == {"20261122-163012-a1b2c3", "20261122-163012-d4e5f6"}
