@@ -141,6 +141,8 @@ def capture(
         command=command,
         store=store_dir,
     )
+    for warning in run.warnings:
+        click.echo(f"envsnap: warning: {warning}", err=True)
     if not command:
         _emit_run(run.run_id, run.directory, None, as_json)
         return
@@ -180,18 +182,21 @@ def list_runs(store_dir: Path | None, as_json: bool) -> None:
     """List the runs in the store, oldest first."""
     from envsnap import api
 
-    runs = api.list_runs(store=store_dir)
+    listing = api.scan_runs(store=store_dir)
+    runs = listing.runs
     if as_json:
         import json
 
         click.echo(json.dumps([r.to_json() for r in runs], indent=2))
-        return
-    if not runs:
+    elif not runs and not listing.damaged:
         click.echo("no runs yet; record one with 'envsnap capture'", err=True)
-        return
-    for r in runs:
+    for r in runs if not as_json else ():
         line = f"{r.run_id}  {r.created[:19]}  {r.exit_text:<7}  {r.env_id[7:19]}  {r.name}"
         click.echo(line.rstrip() + (f"  (rerun of {r.rerun_of})" if r.rerun_of else ""))
+    for run_id, sentence in listing.damaged:
+        click.echo(f"envsnap: error: run {run_id} cannot be read: {sentence}", err=True)
+    if listing.damaged:
+        raise SystemExit(EXIT_ERROR)
 
 
 @cli.command()
@@ -418,7 +423,7 @@ def rerun(
         click.echo(report.render_rerun_text(outcome, show_expected=show_all), nl=False)
     if outcome.interrupted:
         raise InterruptError(f"rerun {outcome.rerun} was interrupted; its report is above")
-    raise SystemExit(EXIT_DRIFT if outcome.report.drifted(fail_on) else EXIT_OK)  # type: ignore[arg-type]
+    raise SystemExit(EXIT_DRIFT if outcome.failed(fail_on) else EXIT_OK)  # type: ignore[arg-type]
 
 
 @cli.command("_replay", hidden=True)

@@ -86,17 +86,62 @@ def _not_started(started: datetime, code: int, error: str) -> CommandOutcome:
     )
 
 
-def hash_outputs(patterns: Sequence[str], *, cwd: Path) -> tuple[OutputFile, ...]:
-    """sha256 of every regular file matching an output glob, relative to the command's cwd."""
-    found: dict[str, OutputFile] = {}
+# What tells a file the command wrote from one that was there before it: device, inode, size,
+# modification and change times. Compared with the same file's stamp taken just before the
+# command starts, this needs no clock agreement between the host and a network filesystem.
+Stamp = tuple[int, int, int, int, int]
+
+
+def stamp_outputs(patterns: Sequence[str], metrics: str, *, cwd: Path) -> dict[str, Stamp]:
+    """The stamp of every file an output glob or the metrics file names, by recorded path;
+    taken before the command runs."""
+    stamps = {rel: _stamp(path) for rel, path in _matching_files(patterns, cwd).items()}
+    if metrics:
+        stamps[recorded_path(metrics)] = _stamp(cwd / metrics)
+    return {rel: stamp for rel, stamp in stamps.items() if stamp is not None}
+
+
+def written_since(before: Mapping[str, Stamp], rel: str, path: Path) -> bool:
+    """Whether ``path`` was created or rewritten after ``before`` was taken."""
+    return rel not in before or _stamp(path) != before[rel]
+
+
+def hash_outputs(
+    patterns: Sequence[str], *, cwd: Path, before: Mapping[str, Stamp] | None = None
+) -> tuple[tuple[OutputFile, ...], tuple[str, ...]]:
+    """sha256 of every regular file matching an output glob, relative to the command's cwd, and
+    the paths of matching files the command did not write (unchanged since ``before``)."""
+    found: list[OutputFile] = []
+    stale: list[str] = []
+    for rel, path in sorted(_matching_files(patterns, cwd).items()):
+        if before is not None and not written_since(before, rel, path):
+            stale.append(rel)
+            continue
+        found.append(OutputFile(path=rel, sha256=_sha256(path), bytes=path.stat().st_size))
+    return tuple(found), tuple(stale)
+
+
+def _matching_files(patterns: Sequence[str], cwd: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
     for pattern in patterns:
         for match in glob.glob(pattern, root_dir=cwd, recursive=True):
             path = cwd / match
-            if not path.is_file():
-                continue
-            rel = Path(os.path.normpath(match)).as_posix()
-            found[rel] = OutputFile(path=rel, sha256=_sha256(path), bytes=path.stat().st_size)
-    return tuple(found[k] for k in sorted(found))
+            if path.is_file():
+                found[recorded_path(match)] = path
+    return found
+
+
+def recorded_path(path: str) -> str:
+    """How a path relative to the command's cwd is recorded: normalised, with "/"."""
+    return Path(os.path.normpath(path)).as_posix()
+
+
+def _stamp(path: Path) -> Stamp | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _sha256(path: Path) -> str:

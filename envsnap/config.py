@@ -126,6 +126,8 @@ def _from_table(table: Mapping[str, Any], origin: str) -> Config:
             f"[tool.envsnap.drift] in {origin} must map field patterns to a severity",
             hint=f"use one of {', '.join(SEVERITIES)}",
         )
+    for pattern in drift:
+        _check_drift_pattern(str(pattern), origin)
     metrics_table = table.get("metrics", {})
     if not isinstance(metrics_table, dict):
         raise UsageError(f"[tool.envsnap.metrics] in {origin} is not a table", hint="fix it")
@@ -144,6 +146,28 @@ def _from_table(table: Mapping[str, Any], origin: str) -> Config:
             {k: table[k] for k in ("rtol", "atol") if k in table}, f"[tool.envsnap] in {origin}"
         ),
         metrics=metrics,
+    )
+
+
+def _check_drift_pattern(pattern: str, origin: str) -> None:
+    """Refuse a [tool.envsnap.drift] key that is neither a category (or a glob over categories)
+    nor a field pattern under a manifest section: a typo must not silently override nothing."""
+    import dataclasses
+    import fnmatch
+
+    from envsnap.drift import CATEGORY_ORDER  # here, not above: drift imports this module
+    from envsnap.manifest import Manifest
+
+    if any(fnmatch.fnmatchcase(category, pattern) for category in CATEGORY_ORDER):
+        return
+    head = pattern.split(".", 1)[0]
+    if any(fnmatch.fnmatchcase(f.name, head) for f in dataclasses.fields(Manifest)):
+        return
+    raise UsageError(
+        f"[tool.envsnap.drift] in {origin} has {pattern!r}, which is neither a drift category "
+        "nor a field pattern",
+        hint=f"categories are {', '.join(CATEGORY_ORDER)}; field patterns start with a manifest "
+        "section, as in host.kernel or python.packages.pip",
     )
 
 

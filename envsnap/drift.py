@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from envsnap.config import MetricTolerance
+from envsnap.errors import UsageError
 from envsnap.manifest import Manifest, Result, to_data
 
 Severity = Literal["expected", "info", "warning", "breaking"]
@@ -188,8 +189,10 @@ RULES: tuple[Rule, ...] = (
     Rule("python.version", "python", by_version("breaking", "breaking", "warning")),
     Rule("python.executable", "python", "expected"),
     Rule("python.prefix", "python", "expected"),
-    Rule("python.index_url", "packages", "warning"),
-    Rule("python.extra_index_urls", "packages", "warning"),
+    # Where this host's pip looks (a mirror, a proxy, a CUDA wheel index) is the host's
+    # configuration, not the experiment's: what was installed is compared package by package.
+    Rule("python.index_url", "packages", "info"),
+    Rule("python.extra_index_urls", "packages", "info"),
     Rule("python.packages.*.commit", "packages", "breaking"),
     Rule("python.packages.*.archive_hash", "packages", "warning"),
     Rule("python.packages.*.source", "packages", "warning"),
@@ -218,23 +221,51 @@ RULES: tuple[Rule, ...] = (
     Rule("params.*", "config", "breaking"),
     Rule("seeds.*", "config", "breaking"),
     Rule("determinism.*", "config", "warning"),
+    Rule("environment.PIP_INDEX_URL", "config", "info"),
+    Rule("environment.PIP_EXTRA_INDEX_URL", "config", "info"),
+    Rule("environment.UV_INDEX_URL", "config", "info"),
+    Rule("environment.UV_EXTRA_INDEX_URL", "config", "info"),
     Rule("environment.*", "config", "warning"),
     Rule("outputs.*", "config", "info"),
     Rule("data.*.sha256", "data", "breaking"),
     Rule("data.*", "data", "info"),
 )
 
+# Facts a rerun changes by construction, between a run and its rerun (either way round): the
+# rerun works in a detached scratch checkout with no branch, no remote and no untracked files.
+# Between other runs they stay info (git.*). `envsnap diff` and the rerun report agree, since
+# both ask compare(), which sees the pair in the manifests' rerun_of.
+RERUN_RULES: tuple[Rule, ...] = (
+    Rule("git.branch", "code", "expected"),
+    Rule("git.remote_url", "code", "expected"),
+    Rule("git.untracked", "code", "expected"),
+    Rule("git.untracked_omitted", "code", "expected"),
+)
+
 # Derived or bookkeeping fields: they differ whenever something else does.
 _NOT_COMPARED = ("schema", "digest", "env_id")
 
 
+def is_rerun_pair(old: Manifest, new: Manifest) -> bool:
+    """Whether one of the two runs is a rerun of the other."""
+    return bool(new.rerun_of and new.rerun_of == old.run_id) or bool(
+        old.rerun_of and old.rerun_of == new.run_id
+    )
+
+
 def classify(
-    path: str, old: Any, new: Any, overrides: Mapping[str, str] = {}
+    path: str,
+    old: Any,
+    new: Any,
+    overrides: Mapping[str, str] = {},
+    *,
+    rerun_pair: bool = False,
 ) -> tuple[str, Severity]:
-    """Category and severity of a changed field: the first matching rule, then overrides."""
+    """Category and severity of a changed field: the first matching rule (the rerun rules first
+    for a run and its rerun), then overrides."""
     category = "other"
     severity: Severity = "warning"
-    for rule in RULES:
+    for rule in (*RERUN_RULES, *RULES) if rerun_pair else RULES:
         if fnmatch.fnmatchcase(path, rule.pattern):
             category = rule.category
             severity = rule.severity if isinstance(rule.severity, str) else rule.severity(old, new)
@@ -320,8 +351,13 @@ def compare(
     tolerance: MetricTolerance = _NO_TOLERANCE,
     metric_tolerances: Mapping[str, MetricTolerance] = {},
 ) -> DriftReport:
-    """Compare two runs: environment fields, then exit codes, outputs and metrics when both ran."""
+    """Compare two runs: environment fields, then exit codes, outputs and metrics when both ran.
+
+    Raises UsageError for an ``ignore`` entry that names no category and matches no field.
+    """
     a, b = flatten_manifest(old), flatten_manifest(new)
+    check_ignore(ignore, a, b)
+    rerun_pair = is_rerun_pair(old, new)
     # A category's name ("python", "host") ignores that category only, not every field under the
     # section of the same name: python.packages.* belong to "packages", host.kernel to "os".
     field_patterns = [p for p in ignore if p not in CATEGORY_ORDER]
@@ -336,7 +372,7 @@ def compare(
         if _belongs_to_added_or_removed(path, a, b):
             continue
         change: Change = "changed" if in_a and in_b else ("added" if in_b else "removed")
-        category, severity = classify(path, va, vb, overrides)
+        category, severity = classify(path, va, vb, overrides, rerun_pair=rerun_pair)
         if any(fnmatch.fnmatchcase(category, pattern) for pattern in ignore):
             continue
         fields.append(
@@ -350,8 +386,15 @@ def compare(
             )
         )
     fields.sort(key=lambda f: (_category_rank(f.category), -severity_rank(f.severity), f.path))
+    notes = tuple(
+        dict.fromkeys(
+            (*_stale_notes(old.run_id, old_result), *_stale_notes(new.run_id, new_result))
+        )
+    )
     if old_result is None or new_result is None:
-        return DriftReport(old_run=old.run_id, new_run=new.run_id, fields=tuple(fields))
+        return DriftReport(
+            old_run=old.run_id, new_run=new.run_id, fields=tuple(fields), notes=notes
+        )
     return DriftReport(
         old_run=old.run_id,
         new_run=new.run_id,
@@ -360,7 +403,45 @@ def compare(
         outputs=_compare_outputs(old_result, new_result),
         metrics=_compare_metrics(old_result, new_result, tolerance, metric_tolerances),
         results_compared=True,
+        notes=notes,
     )
+
+
+def _stale_notes(run_id: str, result: Result | None) -> tuple[str, ...]:
+    if result is None:
+        return ()
+    return tuple(
+        f"{path} of run {run_id} was not written by its command (it predates the run), so it "
+        "is not counted as the run's output or metrics"
+        for path in result.stale
+    )
+
+
+def check_ignore(patterns: Sequence[str], *flattened: Mapping[str, Any]) -> None:
+    """A UsageError for an ignore entry that is neither a category (or a glob over categories)
+    nor a pattern matching a field of the given flattened manifests or of the manifest schema:
+    a typo (``hardwre``) must not pass silently as an ignore of nothing."""
+    known: set[str] | None = None
+    for pattern in patterns:
+        if any(fnmatch.fnmatchcase(category, pattern) for category in CATEGORY_ORDER):
+            continue
+        if known is None:
+            known = set(_schema_fields()).union(*flattened)
+        if any(_ignored(path, pattern) for path in known):
+            continue
+        raise UsageError(
+            f"the ignore entry {pattern!r} is neither a drift category nor a pattern matching "
+            "a known field",
+            hint=f"categories are {', '.join(CATEGORY_ORDER)}; field patterns look like "
+            "host.kernel, host.* or python.packages.torch",
+        )
+
+
+def _schema_fields() -> dict[str, Any]:
+    """Every field path an empty manifest has: the sections' fixed fields."""
+    from envsnap.manifest import Tool
+
+    return flatten_manifest(Manifest(run_id="", created="", tool=Tool(version="")))
 
 
 # An added or removed package, data item or device is one difference, not one per field of it.

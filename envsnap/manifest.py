@@ -9,6 +9,7 @@ edit after writing detectable.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -284,6 +285,11 @@ class Git(Model):
     diff_truncated: bool = False
     untracked: tuple[str, ...] = ()
     untracked_omitted: int = 0
+    # Declared data paths (repository-relative): fingerprinted as data, left out of the diff,
+    # of dirty and of the untracked list.
+    excluded: tuple[str, ...] = ()
+    # Submodules with uncommitted changes or untracked files, which the diff cannot carry.
+    submodules_dirty: tuple[str, ...] = ()
 
 
 @model
@@ -359,6 +365,9 @@ class Result(Model):
     interrupted: bool = False
     error: str = ""
     metrics_error: str = ""
+    # Files matching --output or --metrics that the command did not write (they predate it):
+    # left out of outputs and metrics.
+    stale: tuple[str, ...] = ()
     outputs: tuple[OutputFile, ...] = ()
     metrics: Mapping[str, float] = field(default_factory=dict)
 
@@ -536,70 +545,157 @@ def from_data(cls: type[T], data: Any, origin: str, where: str = "") -> T:
     """Build a dataclass from plain data, checking types; unknown or missing keys are errors."""
     if not isinstance(data, Mapping):
         raise _shape_error(origin, where or "top level", "a table")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
+    names, fields = _model_fields(typing.cast(type, cls))
+    if not names.issuperset(data):
+        unknown = sorted(set(data) - names)
         raise ManifestError(
             f"{origin} has unknown key {_join(where, unknown[0])!r}; it was hand-edited or "
             "written by a newer envsnap",
             hint="restore the original file or upgrade envsnap",
         )
     kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = _join(where, name)
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ManifestError(
-                    f"{origin} lacks the required key {key!r}; the file is truncated or was edited",
-                    hint="restore it from the store or capture a new run",
-                )
-            continue
-        kwargs[name] = _convert(hints[name], data[name], origin, key)
+    for name, convert, required in fields:
+        if name in data:
+            kwargs[name] = convert(data[name], origin, f"{where}.{name}" if where else name)
+        elif required:
+            raise ManifestError(
+                f"{origin} lacks the required key {_join(where, name)!r}; the file is truncated "
+                "or was edited",
+                hint="restore it from the store or capture a new run",
+            )
     return cls(**kwargs)
 
 
-def _convert(tp: Any, value: Any, origin: str, where: str) -> Any:
+# Checks are compiled once per model class and field type. Resolving type hints for every row,
+# as this reader once did, made a manifest with 200,000 params read 12x slower than its TOML
+# parsed; values of the common exact types also skip the union's trial and error.
+_Convert = Callable[[Any, str, str], Any]
+_FieldSpec = tuple[str, _Convert, bool]  # name, check, required
+
+
+@functools.cache
+def _model_fields(cls: Any) -> tuple[frozenset[str], tuple[_FieldSpec, ...]]:
+    hints = typing.get_type_hints(cls)
+    missing = dataclasses.MISSING
+    specs = tuple(
+        (
+            f.name,
+            _converter(hints[f.name]),
+            f.default is missing and f.default_factory is missing,
+        )
+        for f in dataclasses.fields(cls)
+    )
+    return frozenset(name for name, _, _ in specs), specs
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    bool: (_is_bool, "true or false"),
+    int: (_is_int, "an integer"),
+    float: (_is_number, "a number"),
+    str: (_is_str, "a string"),
+}
+# The exact Python types each scalar field type takes unchanged (a float field keeps an int).
+_KEPT: dict[Any, frozenset[type]] = {
+    bool: frozenset({bool}),
+    int: frozenset({int}),
+    float: frozenset({int, float}),
+    str: frozenset({str}),
+}
+
+
+def _kept_types(tp: Any) -> frozenset[type]:
+    """Exact types a value may have to be taken as ``tp`` without any conversion."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return frozenset().union(*(_kept_types(member) for member in typing.get_args(tp)))
+    return _KEPT.get(tp, frozenset())
+
+
+@functools.cache
+def _converter(tp: Any) -> _Convert:
+    """The check of plain data read as type ``tp``, returning the typed value."""
+    if dataclasses.is_dataclass(tp):
+
+        def convert_model(value: Any, origin: str, where: str) -> Any:
+            return from_data(tp, value, origin, where)  # type: ignore[arg-type]
+
+        return convert_model
     origin_tp = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_data(tp, value, origin, where)  # type: ignore[arg-type]
     if origin_tp is Literal:
-        if value not in args:
-            raise _shape_error(origin, where, " or ".join(repr(a) for a in args))
-        return value
+        expected = " or ".join(repr(a) for a in args)
+
+        def convert_literal(value: Any, origin: str, where: str) -> Any:
+            if value not in args:
+                raise _shape_error(origin, where, expected)
+            return value
+
+        return convert_literal
     if origin_tp in (typing.Union, types.UnionType):
-        for member in args:
-            try:
-                return _convert(member, value, origin, where)
-            except ManifestError:
-                continue
-        raise _shape_error(origin, where, str(tp))
+        members = tuple(_converter(member) for member in args)
+        kept = _kept_types(tp)
+
+        def convert_union(value: Any, origin: str, where: str) -> Any:
+            if type(value) in kept:
+                return value
+            for member in members:
+                try:
+                    return member(value, origin, where)
+                except ManifestError:
+                    continue
+            raise _shape_error(origin, where, str(tp))
+
+        return convert_union
     if origin_tp is tuple:
-        if not isinstance(value, list):
-            raise _shape_error(origin, where, "an array")
-        return tuple(_convert(args[0], v, origin, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin_tp in (Mapping, dict, typing.Mapping):
-        if not isinstance(value, Mapping):
-            raise _shape_error(origin, where, "a table")
-        return {str(k): _convert(args[1], v, origin, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _shape_error(origin, where, "true or false")
-        return value
-    if tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _shape_error(origin, where, "an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _shape_error(origin, where, "a number")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise _shape_error(origin, where, "a string")
-        return value
-    raise TypeError(f"unsupported field type {tp!r} at {where}")  # a bug in the model, not input
+        item = _converter(args[0])
+        kept_items = _kept_types(args[0])
+
+        def convert_tuple(value: Any, origin: str, where: str) -> Any:
+            if not isinstance(value, list):
+                raise _shape_error(origin, where, "an array")
+            if kept_items and all(type(v) in kept_items for v in value):
+                return tuple(value)
+            return tuple(item(v, origin, f"{where}[{i}]") for i, v in enumerate(value))
+
+        return convert_tuple
+    if origin_tp in (Mapping, dict):
+        item = _converter(args[1])
+
+        def convert_mapping(value: Any, origin: str, where: str) -> Any:
+            if not isinstance(value, Mapping):
+                raise _shape_error(origin, where, "a table")
+            return {str(k): item(v, origin, f"{where}.{k}") for k, v in value.items()}
+
+        return convert_mapping
+    if tp in _SCALARS:
+        check, expected = _SCALARS[tp]
+
+        def convert_scalar(value: Any, origin: str, where: str) -> Any:
+            if not check(value):
+                raise _shape_error(origin, where, expected)
+            return value
+
+        return convert_scalar
+
+    def unsupported(value: Any, origin: str, where: str) -> Any:
+        raise TypeError(f"unsupported field type {tp!r} at {where}")  # a model bug, not input
+
+    return unsupported
 
 
 def _shape_error(origin: str, where: str, expected: str) -> ManifestError:

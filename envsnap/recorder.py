@@ -1,19 +1,21 @@
 """Capture: ask every probe, assemble the manifest, store it, and run the recorded command.
 
-Bad input (params, data paths) is checked before any probe runs, and the slow probe (git, two
-subprocesses) is started first and collected after the file-reading probes, so it runs meanwhile.
+Bad input (params, data paths, text that is not UTF-8) is checked before any probe runs, and the
+slow probe (git, two subprocesses) is started first and collected after the file-reading probes,
+so it runs meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envsnap.config import Config
-from envsnap.errors import UsageError
+from envsnap.errors import EXIT_ERROR, StoreError, UsageError
 from envsnap.manifest import (
     Command,
     Git,
@@ -27,8 +29,27 @@ from envsnap.manifest import (
     model,
 )
 from envsnap.params import flatten_params, load_params_file, merge_params, parse_cli_params
-from envsnap.redact import redact_argv, select_environment
-from envsnap.store import Store
+from envsnap.redact import is_utf8_text, printable, redact_argv, select_environment
+from envsnap.store import MANIFEST_FILE, Store
+
+if TYPE_CHECKING:
+    from envsnap.command import CommandOutcome
+
+    CommandRunner = Callable[..., CommandOutcome]
+
+
+class ResultNotStoredError(StoreError):
+    """The command ran, but its result.toml could not be written (a full disk, say); the run's
+    manifest, written before the command started, is still in the store.
+
+    The exit code is the command's own when it failed, so a failed training still reads as
+    failed; when the command succeeded it is 2, because the run's record is incomplete.
+    """
+
+    def __init__(self, message: str, *, command_exit_code: int, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.command_exit_code = command_exit_code
+        self.exit_code = command_exit_code if command_exit_code != 0 else EXIT_ERROR
 
 
 @model
@@ -76,6 +97,32 @@ class CapturedRun(Model):
     def run_id(self) -> str:
         return self.manifest.run_id
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What capture could not record in full, for stderr; ``show`` says the same."""
+        return capture_warnings(self.manifest)
+
+
+def capture_warnings(manifest: Manifest) -> tuple[str, ...]:
+    """Sentences about what a manifest records only in part: a diff cut at its size bound or
+    not read, and submodules whose uncommitted changes no patch can carry."""
+    git = manifest.git
+    found: list[str] = []
+    if git.diff_truncated:
+        found.append(
+            f"the uncommitted diff is larger than git-max-diff-bytes and was cut at "
+            f"{git.diff_bytes} bytes, so envsnap rerun cannot restore this run's code; commit "
+            "the changes or raise git-max-diff-bytes in [tool.envsnap]"
+        )
+    elif git.present and git.dirty and git.reason:
+        found.append(f"the uncommitted diff was not recorded in full ({git.reason})")
+    if git.submodules_dirty:
+        found.append(
+            f"uncommitted changes inside submodule(s) {', '.join(git.submodules_dirty)} are not "
+            "recorded (only the submodule commit is); commit them inside the submodule"
+        )
+    return tuple(found)
+
 
 def parse_tags(items: Sequence[str]) -> dict[str, str]:
     """``["team=vision"]`` -> ``{"team": "vision"}``."""
@@ -89,13 +136,21 @@ def parse_tags(items: Sequence[str]) -> dict[str, str]:
 
 
 def build_manifest(
-    request: CaptureRequest, ctx: CaptureContext, *, with_git: bool = True
+    request: CaptureRequest,
+    ctx: CaptureContext,
+    *,
+    with_git: bool = True,
+    store_root: Path | None = None,
 ) -> tuple[Manifest, bytes]:
-    """Probe the environment and assemble an unsealed manifest plus the git diff bytes."""
+    """Probe the environment and assemble an unsealed manifest plus the git diff bytes.
+
+    ``store_root``, when inside the repository, is left out of the git state.
+    """
     from envsnap.probes import data as data_probe
     from envsnap.probes import git as git_probe
 
     # Bad input first, so nothing is probed (or written) for a command line that cannot work.
+    _require_text(request, ctx)
     layers: list[tuple[ParamSource, Mapping[str, ParamValue]]] = []
     if request.default_params:
         layers.append(("default", flatten_params(request.default_params, origin="defaults")))
@@ -117,6 +172,10 @@ def build_manifest(
             ctx.cwd,
             max_diff_bytes=ctx.config.git_max_diff_bytes,
             max_untracked=ctx.config.git_max_untracked,
+            exclude_data=inside_repo([d.path for d in data], ctx.cwd, ctx.repo_root),
+            exclude_private=inside_repo(
+                [str(store_root)] if store_root is not None else [], ctx.cwd, ctx.repo_root
+            ),
         )
         if with_git and ctx.repo_root is not None
         else None
@@ -168,6 +227,59 @@ def build_manifest(
     return manifest, diff
 
 
+def _require_text(request: CaptureRequest, ctx: CaptureContext) -> None:
+    """Refuse, in one sentence, input that is not UTF-8 text: a manifest holds text, and an
+    escaped stand-in would make a rerun run something else."""
+    for index, arg in enumerate(request.argv):
+        _text(arg, f"the command's argument {index} ({_quoted(arg)})")
+    _text(relative_cwd(ctx.cwd, ctx.repo_root), "the working directory's path")
+    named: list[tuple[str, Iterable[str]]] = [
+        ("--name", [request.name]),
+        ("--notes", [request.notes]),
+        ("--tag", [f"{k}={v}" for k, v in request.tags.items()]),
+        ("--param", request.cli_params),
+        ("--data", request.data),
+        ("--output", request.outputs),
+        ("--metrics", [request.metrics]),
+        ("--params-file", [str(request.params_file or "")]),
+    ]
+    for option, values in named:
+        for value in values:
+            _text(value, f"{option} {_quoted(value)}")
+
+
+def _quoted(text: str) -> str:
+    """``text`` in quotes for a message, bytes that were not UTF-8 as ``\\xNN``."""
+    return "'" + printable(text).replace("\n", "\\n") + "'"
+
+
+def _text(value: str, what: str) -> None:
+    if not is_utf8_text(value):
+        raise UsageError(
+            f"{what} is not valid UTF-8 text, which a manifest cannot record faithfully; "
+            "nothing was run or stored",
+            hint="use UTF-8 names and values (rename a file whose name is not UTF-8)",
+        )
+
+
+def inside_repo(paths: Iterable[str], cwd: Path, repo_root: Path | None) -> tuple[str, ...]:
+    """``paths`` (relative to ``cwd``, or absolute) that lie inside the repository, relative to
+    its root; the root itself and paths outside are left out."""
+    if repo_root is None:
+        return ()
+    root = Path(os.path.normpath(repo_root.absolute()))
+    found: set[str] = set()
+    for given in paths:
+        full = Path(os.path.normpath(cwd.absolute() / given))
+        try:
+            rel = full.relative_to(root).as_posix()
+        except ValueError:
+            continue
+        if rel not in ("", "."):
+            found.add(rel)
+    return tuple(sorted(found))
+
+
 def _probe_environment(ctx: CaptureContext) -> dict[str, Any]:
     from envsnap.probes import conda, container, cuda, gpu, python, system
 
@@ -199,8 +311,16 @@ def relative_cwd(cwd: Path, repo_root: Path | None) -> str:
 
 def capture(request: CaptureRequest, ctx: CaptureContext, store: Store) -> CapturedRun:
     """Probe, seal and store a manifest; the command, if any, is run separately."""
-    manifest, diff = build_manifest(request, ctx)
-    sealed, directory = store.write_run(manifest, diff)
+    manifest, diff = build_manifest(request, ctx, store_root=ctx.cwd / store.root)
+    try:
+        sealed, directory = store.write_run(manifest, diff)
+    except UnicodeEncodeError as exc:  # a probe read text that is not UTF-8
+        raise UsageError(
+            f"the run holds text that is not valid UTF-8 "
+            f"({_quoted(exc.object[exc.start : exc.end])}), which a manifest cannot "
+            "record; nothing was stored",
+            hint="report this with the output of envsnap --debug",
+        ) from None
     return CapturedRun(manifest=sealed, directory=directory)
 
 
@@ -216,20 +336,46 @@ def execute(
     cwd: Path,
     env: Mapping[str, str],
     store: Store,
+    runner: CommandRunner | None = None,
 ) -> Result:
     """Run the command of a stored run and write its result.toml; the command's crash is data,
-    not an error, so a result is written whatever happens."""
-    from envsnap.command import hash_outputs, read_metrics, run_command
+    not an error, so a result is written whatever happens.
+
+    Only files the command wrote count as its outputs and metrics: a file matching --output or
+    --metrics that is unchanged since just before the command started (a previous run's) is
+    left out and listed as stale. ``runner`` stands in for ``command.run_command`` in tests.
+
+    Raises ResultNotStoredError when result.toml cannot be written.
+    """
+    from envsnap.command import (
+        hash_outputs,
+        read_metrics,
+        recorded_path,
+        run_command,
+        stamp_outputs,
+        written_since,
+    )
 
     child_env = dict(env)
     child_env["ENVSNAP_RUN_ID"] = run.run_id
     if "global" in run.manifest.seeds:
         child_env["ENVSNAP_SEED"] = str(run.manifest.seeds["global"])
-    outcome = run_command(argv, cwd=cwd, env=child_env)
+    declared = run.manifest.outputs
+    before = stamp_outputs(declared.globs, declared.metrics, cwd=cwd)
+    outcome = (runner or run_command)(argv, cwd=cwd, env=child_env)
+    outputs, stale = hash_outputs(declared.globs, cwd=cwd, before=before)
     metrics: dict[str, float] = {}
     metrics_error = ""
-    if run.manifest.outputs.metrics:
-        metrics, metrics_error = read_metrics(cwd / run.manifest.outputs.metrics)
+    if declared.metrics:
+        path, rel = cwd / declared.metrics, recorded_path(declared.metrics)
+        if path.is_file() and not written_since(before, rel, path):
+            stale = (*stale, rel)
+            metrics_error = (
+                f"metrics file {declared.metrics} was not written by the command (it is "
+                "unchanged since before the command started), so its numbers are left out"
+            )
+        else:
+            metrics, metrics_error = read_metrics(path)
     result = Result(
         run_id=run.run_id,
         exit_code=outcome.exit_code,
@@ -239,11 +385,41 @@ def execute(
         interrupted=outcome.interrupted,
         error=outcome.error,
         metrics_error=metrics_error,
-        outputs=hash_outputs(run.manifest.outputs.globs, cwd=cwd),
+        stale=tuple(sorted(set(stale))),
+        outputs=outputs,
         metrics=metrics,
     )
-    store.write_result(run.directory, result)
+    try:
+        store.write_result(run.directory, result)
+    except StoreError as exc:
+        raise _result_not_stored(run, result, exc) from None
     return result
+
+
+def _result_not_stored(run: CapturedRun, result: Result, exc: StoreError) -> ResultNotStoredError:
+    """What was and was not stored when result.toml could not be written."""
+    import errno
+
+    cause = exc.__context__
+    hint = "check that the store is writable, and capture the run again"
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+        why = "no space left on the device"
+        hint = "free some space and capture the run again"
+    elif isinstance(cause, OSError) and cause.strerror:
+        why = cause.strerror[:1].lower() + cause.strerror[1:]
+    else:
+        why = exc.message
+    kept = (
+        f"its manifest is stored in {run.directory} without a result"
+        if (run.directory / MANIFEST_FILE).is_file()
+        else f"its run directory {run.directory} is gone"
+    )
+    return ResultNotStoredError(
+        f"run {run.run_id}: the command exited with {result.exit_code}, but result.toml could "
+        f"not be written ({why}), so its exit code, outputs and metrics were not recorded; {kept}",
+        command_exit_code=result.exit_code,
+        hint=hint,
+    )
 
 
 def _timestamp(moment: datetime) -> str:

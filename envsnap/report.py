@@ -23,6 +23,7 @@ def render_text(report: DriftReport, *, show_expected: bool = False) -> str:
     counts = report.counts()
     summary = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITY_ORDER) if counts[s])
     lines = [f"drift {report.old_run} -> {report.new_run}: {summary or 'no differences'}"]
+    lines.extend(f"  note: {_clip(note, 300)}" for note in report.notes)
     shown = [f for f in report.fields if show_expected or f.severity != "expected"]
     hidden = len(report.fields) - len(shown)
     if shown:
@@ -99,6 +100,7 @@ def report_data(report: DriftReport) -> dict[str, Any]:
         "exit_codes": list(report.exit_codes) if report.exit_codes else None,
         "outputs": [to_data_full(o) for o in report.outputs],
         "metrics": [to_data_full(m) for m in report.metrics],
+        "notes": list(report.notes),
     }
 
 
@@ -124,6 +126,8 @@ def render_markdown(report: DriftReport, *, show_expected: bool = False) -> str:
         f"**{md_cell(summary or 'no differences')}**",
         "",
     ]
+    if report.notes:
+        lines += [f"- {md_cell(note)}" for note in report.notes] + [""]
     rows = [f for f in report.fields if show_expected or f.severity != "expected"]
     if rows:
         lines += ["| severity | category | field | old | new |", "| --- | --- | --- | --- | --- |"]
@@ -211,11 +215,18 @@ def render_show(manifest: Manifest, result: Result | None) -> str:
     if m.conda.present:
         lines.append(f"conda     {m.conda.name}, {len(m.conda.packages)} packages")
     if m.git.present:
+        from envsnap.recorder import capture_warnings
+
         state = "dirty" if m.git.dirty else "clean"
+        untracked = len(m.git.untracked) + m.git.untracked_omitted
+        listed = f" ({len(m.git.untracked)} listed)" if m.git.untracked_omitted else ""
         lines.append(
             f"git       {m.git.commit[:12]} on {m.git.branch or '(detached)'}, {state}"
-            + (f", {len(m.git.untracked)} untracked" if m.git.untracked else "")
+            + (f", {untracked} untracked{listed}" if untracked else "")
         )
+        if m.git.excluded:
+            lines.append(f"          data left out of the code state: {', '.join(m.git.excluded)}")
+        lines.extend(f"  warning {_clip(w, 300)}" for w in capture_warnings(m))
     else:
         lines.append(f"git       none ({m.git.reason})")
     if m.params:
@@ -231,7 +242,17 @@ def render_show(manifest: Manifest, result: Result | None) -> str:
         lines.append(
             f"result    exit {result.exit_code} after {result.duration_s:.2f}s, "
             f"{len(result.outputs)} outputs, {len(result.metrics)} metrics"
+            + (", interrupted" if result.interrupted else "")
         )
+        if result.error:
+            lines.append(f"  error   {_clip(result.error, 300)}")
+        if result.stale:
+            lines.append(
+                f"  stale   {', '.join(result.stale)}: not written by this run (older than its "
+                "command), left out of its outputs and metrics"
+            )
+        if result.metrics_error and not result.stale:
+            lines.append(f"  metrics {_clip(result.metrics_error, 300)}")
         for name, value in sorted(result.metrics.items()):
             lines.append(f"  metric  {name} = {value!r}")
     return "\n".join(lines) + "\n"
@@ -270,20 +291,28 @@ def _rerun_header(outcome: RerunOutcome) -> list[str]:
     return lines
 
 
+def _verdict_text(outcome: RerunOutcome) -> str:
+    verdict = outcome.verdict("breaking")
+    if verdict == "reproduced":
+        return "reproduced"
+    if verdict == "not reproduced":
+        return "NOT reproduced (breaking drift)"
+    return (
+        f"NOT verified (no breaking environment drift, but exit code, outputs and metrics were "
+        f"not compared: run {outcome.original} recorded no result)"
+    )
+
+
 def render_rerun_text(outcome: RerunOutcome, *, show_expected: bool = False) -> str:
     """The rerun's header (state, image, notes, what the user must supply) and its drift."""
-    verdict = (
-        "reproduced"
-        if not outcome.report.drifted("breaking")
-        else "NOT reproduced (breaking drift)"
-    )
-    header = [*_rerun_header(outcome), f"  verdict: {verdict}", ""]
+    header = [*_rerun_header(outcome), f"  verdict: {_verdict_text(outcome)}", ""]
     return "\n".join(header) + render_text(outcome.report, show_expected=show_expected)
 
 
 def render_rerun_markdown(outcome: RerunOutcome, *, show_expected: bool = False) -> str:
     """The rerun's header as a list, then the drift table."""
-    lines = [f"- {md_cell(line.strip())}" for line in _rerun_header(outcome)]
+    header = [*_rerun_header(outcome), f"verdict: {_verdict_text(outcome)}"]
+    lines = [f"- {md_cell(line.strip())}" for line in header]
     return "\n".join(lines) + "\n\n" + render_markdown(outcome.report, show_expected=show_expected)
 
 
@@ -301,6 +330,7 @@ def render_rerun_json(outcome: RerunOutcome) -> str:
         "interrupted": outcome.interrupted,
         "missing_env": list(outcome.missing_env),
         "notes": list(outcome.notes),
+        "verdict": outcome.verdict("breaking"),
         "report": report_data(outcome.report),
     }
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

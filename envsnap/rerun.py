@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from envsnap.config import MetricTolerance
 from envsnap.errors import EnvsnapError, InterruptError, UsageError
@@ -28,7 +28,7 @@ from envsnap.redact import REDACTED
 if TYPE_CHECKING:
     from envsnap.build import BuildOptions, BuiltImage
     from envsnap.config import Config
-    from envsnap.drift import DriftReport
+    from envsnap.drift import DriftReport, Severity
     from envsnap.engine import Engine, Mount
     from envsnap.store import Store, StoredRun
 
@@ -45,14 +45,6 @@ REPLAY_ARGV = (
     CONTAINER_STORE,
 )
 _TAIL_LINES = 40
-
-# Facts a rerun changes by construction: it works in a detached scratch checkout.
-RERUN_EXPECTED: Mapping[str, str] = {
-    "git.branch": "expected",
-    "git.remote_url": "expected",
-    "git.untracked": "expected",
-    "git.untracked_omitted": "expected",
-}
 
 # The oldest driver each CUDA major runs on (minor-version compatibility), and the driver each
 # toolkit release shipped with (below it, PTX JIT and some features fail). From NVIDIA's CUDA
@@ -81,6 +73,12 @@ CUDA_TOOLKIT_DRIVER: Mapping[str, str] = {
 }
 _GPUS = re.compile(r"^(?:all|none|[1-9][0-9]{0,2}|device=[0-9A-Za-z,-]+)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# What a rerun showed: "not compared" when one of the runs (the original, in practice: a
+# manifest copied without its result.toml, or a capture whose result could not be written) has
+# no result, so exit code, outputs and metrics could not be compared.
+Verdict = Literal["reproduced", "not reproduced", "not compared"]
 
 
 class GpuError(UsageError):
@@ -113,6 +111,19 @@ class RerunOutcome:
     missing_env: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     report: DriftReport
+
+    def verdict(self, fail_on: Severity = "breaking") -> Verdict:
+        """Drift at or above ``fail_on``: not reproduced; else, without results on both sides:
+        not compared (never "reproduced"); else reproduced."""
+        if self.report.drifted(fail_on):
+            return "not reproduced"
+        if not self.report.results_compared:
+            return "not compared"
+        return "reproduced"
+
+    def failed(self, fail_on: Severity = "breaking") -> bool:
+        """Whether the rerun exits 1: anything but a reproduced run."""
+        return self.verdict(fail_on) != "reproduced"
 
 
 # --- checks before anything runs ---------------------------------------------------------------
@@ -492,7 +503,7 @@ def _compare(
         new.manifest,
         old_result=stored.result,
         new_result=new.result,
-        overrides={**RERUN_EXPECTED, **config.drift_severity},
+        overrides=config.drift_severity,
         tolerance=options.tolerance or config.metric_tolerance,
         metric_tolerances={} if options.tolerance else config.metrics,
     )

@@ -1,6 +1,10 @@
 """The recorded code, materialised for a rerun: the recorded commit plus the recorded diff, in a
 scratch git repository of its own. The user's repository is only read (one shallow fetch from
 it); its working tree, index and refs are never touched.
+
+Declared data paths are data, not code: capture leaves them out of the diff (Git.excluded), and
+the checkout marks the tracked ones skip-worktree, so the data mounted over them in the container
+never reads as a code change there either.
 """
 
 from __future__ import annotations
@@ -32,10 +36,17 @@ def check_restorable(git: Git, patch: bytes | None) -> None:
         )
     if git.diff_truncated:
         raise CodeError(
-            f"the run's uncommitted diff was cut at {git.diff_bytes} bytes when it was captured, "
-            "so its code cannot be restored",
+            f"the run's uncommitted diff was larger than git-max-diff-bytes and was cut at "
+            f"{git.diff_bytes} bytes when it was captured (capture warned, and envsnap show says "
+            "so), so its code cannot be restored",
             hint="raise git-max-diff-bytes in [tool.envsnap], or commit the changes, and capture "
             "again",
+        )
+    if git.dirty and git.reason:
+        raise CodeError(
+            f"the run's uncommitted diff was not recorded in full when it was captured "
+            f"({git.reason}), so its code cannot be restored",
+            hint="commit the changes and capture again",
         )
     if git.diff_sha256:
         if patch is None:
@@ -63,11 +74,23 @@ class _GitRunner:
         self.env = {**env, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         self.echo = echo
 
-    def __call__(self, args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    def __call__(
+        self, args: Sequence[str], cwd: Path, *, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         argv = [self.exe, *args]
         if self.echo is not None:
             self.echo("+ " + " ".join(argv))
         try:
+            if stdin is not None:
+                return subprocess.run(
+                    argv,
+                    cwd=cwd,
+                    env=self.env,
+                    input=stdin,
+                    capture_output=True,
+                    timeout=_TIMEOUT_S,
+                    check=False,
+                )
             return subprocess.run(
                 argv,
                 cwd=cwd,
@@ -138,6 +161,26 @@ def materialize(
                 f"({_tail(done.stderr)})",
                 hint="the run directory's diff.patch may have been edited; restore it",
             )
+    if git.excluded:
+        _skip_data(call, dest, git.excluded)
+
+
+def _skip_data(call: _GitRunner, dest: Path, excluded: Sequence[str]) -> None:
+    """Mark the tracked files under the declared data paths skip-worktree in the checkout."""
+    listed = call(("ls-files", "-z", "--", *(f":(top,literal){p}" for p in excluded)), dest)
+    if listed.returncode != 0:
+        raise CodeError(
+            f"git ls-files in the rerun checkout failed ({_tail(listed.stderr)})",
+            hint="check the git install",
+        )
+    if not listed.stdout.strip(b"\0"):
+        return
+    done = call(("update-index", "-z", "--skip-worktree", "--stdin"), dest, stdin=listed.stdout)
+    if done.returncode != 0:
+        raise CodeError(
+            f"marking the data paths in the rerun checkout failed ({_tail(done.stderr)})",
+            hint="check the git install",
+        )
 
 
 def _tail(data: bytes) -> str:

@@ -26,7 +26,9 @@ _CHUNK = 64 * 1024
 # Capture must not take the index lock (a training job may run while the user commits), and
 # messages are matched in English.
 _GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
-_STATUS_ARGS = ("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
+# Untracked directories collapse to one entry ("venv/"), as plain `git status` shows them: a
+# virtual environment inside the repository is one entry, not ten thousand files.
+_STATUS_ARGS = ("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal")
 # Every remote's URL in one call; which one is the upstream's is decided after status.
 _REMOTE_URLS_ARGS = ("config", "-z", "--get-regexp", r"^remote\..*\.url$")
 # A patch that `git apply` can take back, whatever diff settings the user's config has.
@@ -37,6 +39,9 @@ _DIFF_ARGS = (
     "--no-ext-diff",
     "--no-textconv",
     "--submodule=short",
+    # Changes inside a submodule's own working tree cannot go into a patch that `git apply`
+    # takes; they are recorded by name (Git.submodules_dirty) instead.
+    "--ignore-submodules=dirty",
     "--src-prefix=a/",
     "--dst-prefix=b/",
     "HEAD",
@@ -50,6 +55,7 @@ class _Status(Model):
     upstream: str = ""
     dirty: bool = False
     untracked: list[str] = field(default_factory=list)
+    submodules_dirty: list[str] = field(default_factory=list)
 
 
 @functools.cache
@@ -85,9 +91,17 @@ def capture_git(
     *,
     max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES,
     max_untracked: int = DEFAULT_MAX_UNTRACKED,
+    exclude_data: Sequence[str] = (),
+    exclude_private: Sequence[str] = (),
 ) -> tuple[Git, bytes]:
     """The [git] section and the bytes of ``git diff HEAD --binary`` (bounded). Never raises."""
-    pending = start_git_capture(cwd, max_diff_bytes=max_diff_bytes, max_untracked=max_untracked)
+    pending = start_git_capture(
+        cwd,
+        max_diff_bytes=max_diff_bytes,
+        max_untracked=max_untracked,
+        exclude_data=exclude_data,
+        exclude_private=exclude_private,
+    )
     return pending.finish()
 
 
@@ -96,6 +110,8 @@ def start_git_capture(
     *,
     max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES,
     max_untracked: int = DEFAULT_MAX_UNTRACKED,
+    exclude_data: Sequence[str] = (),
+    exclude_private: Sequence[str] = (),
 ) -> PendingGit:
     """Start git's commands for the [git] section; ``finish()`` on the result collects them.
 
@@ -103,17 +119,48 @@ def start_git_capture(
     collected on the caller's thread rather than by a thread of its own: such a thread must win
     the GIL back from the busy probes after every read, up to a switch interval (5 ms) each
     time. Never raises.
+
+    ``exclude_data`` (declared data paths) and ``exclude_private`` (envsnap's own store) are
+    paths relative to the repository root, left out of status and diff: data is fingerprinted
+    as data, and the store is no part of the code. The data paths are recorded as
+    ``Git.excluded``; the store is not named.
     """
-    return PendingGit(cwd, max_diff_bytes=max_diff_bytes, max_untracked=max_untracked)
+    return PendingGit(
+        cwd,
+        max_diff_bytes=max_diff_bytes,
+        max_untracked=max_untracked,
+        exclude_data=exclude_data,
+        exclude_private=exclude_private,
+    )
+
+
+def exclusion_pathspecs(paths: Sequence[str]) -> tuple[str, ...]:
+    """``-- :/ :(top,exclude,literal)PATH...``: the whole tree but ``paths`` (relative to the
+    repository root, whatever the working directory); nothing when there is nothing to leave
+    out."""
+    kept = sorted({p for p in paths if p and p != "."})
+    if not kept:
+        return ()
+    return ("--", ":/", *(f":(top,exclude,literal){p}" for p in kept))
 
 
 class PendingGit:
     """The [git] section while its git commands run; see ``start_git_capture``."""
 
-    def __init__(self, cwd: Path, *, max_diff_bytes: int, max_untracked: int) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        *,
+        max_diff_bytes: int,
+        max_untracked: int,
+        exclude_data: Sequence[str] = (),
+        exclude_private: Sequence[str] = (),
+    ) -> None:
         self._cwd = cwd
         self._max_diff_bytes = max_diff_bytes
         self._max_untracked = max_untracked
+        self._excluded = tuple(sorted({p for p in exclude_data if p and p != "."}))
+        self._pathspecs = exclusion_pathspecs((*self._excluded, *exclude_private))
         self._git = git_executable()
         self._status: _Started | None = None
         self._remotes: _Started | None = None
@@ -122,7 +169,7 @@ class PendingGit:
             self._failure = "git is not installed (not found on PATH)"
             return
         try:
-            self._status = _Started(self._git, cwd, _STATUS_ARGS)
+            self._status = _Started(self._git, cwd, (*_STATUS_ARGS, *self._pathspecs))
             # Alongside status, not after it: which remote is the upstream's is known only from
             # status, so every remote's URL is read and the choice made later.
             self._remotes = _Started(self._git, cwd, _REMOTE_URLS_ARGS)
@@ -167,11 +214,13 @@ class PendingGit:
             dirty=status.dirty,
             untracked=tuple(kept),
             untracked_omitted=len(untracked) - len(kept),
+            excluded=self._excluded,
+            submodules_dirty=tuple(sorted(status.submodules_dirty)),
         )
         if not status.dirty:
             return section, b""
 
-        diff, truncated, failure = _read_diff(git, self._cwd, self._max_diff_bytes)
+        diff, truncated, failure = _read_diff(git, self._cwd, self._max_diff_bytes, self._pathspecs)
         section = dataclasses.replace(
             section,
             reason=failure,
@@ -221,6 +270,7 @@ def _parse_status(out: bytes) -> _Status:
     commit = branch = upstream = ""
     dirty = False
     untracked: list[str] = []
+    submodules: list[str] = []
     entries = out.split(b"\0")
     skip_next = False
     for raw in entries:
@@ -241,10 +291,23 @@ def _parse_status(out: bytes) -> _Status:
         elif entry.startswith("? "):
             untracked.append(entry[2:])
         elif entry[:2] in ("1 ", "2 ", "u "):
-            dirty = True
             skip_next = entry.startswith("2 ")
+            # "1 XY sub ... path": sub is "N..." for a file, "S<c><m><u>" for a submodule
+            # (commit changed, tracked changes, untracked files inside it).
+            fields = entry.split(" ", {"1": 8, "2": 9, "u": 10}[entry[0]])
+            sub = fields[2] if len(fields) > 2 else ""
+            if sub.startswith("S") and (sub[2:3] == "M" or sub[3:4] == "U"):
+                submodules.append(fields[-1])
+                if fields[1] == ".M" and sub[1:2] == ".":
+                    continue  # only the submodule's own working tree changed: no diff for it
+            dirty = True
     return _Status(
-        commit=commit, branch=branch, upstream=upstream, dirty=dirty, untracked=untracked
+        commit=commit,
+        branch=branch,
+        upstream=upstream,
+        dirty=dirty,
+        untracked=untracked,
+        submodules_dirty=submodules,
     )
 
 
@@ -266,7 +329,9 @@ def _remote_url(config: tuple[int, bytes, str], upstream: str) -> str:
     return clean_url(urls.get(remote, ""))
 
 
-def _read_diff(git: str, cwd: Path, limit: int) -> tuple[bytes, bool, str]:
+def _read_diff(
+    git: str, cwd: Path, limit: int, pathspecs: Sequence[str] = ()
+) -> tuple[bytes, bool, str]:
     """At most ``limit`` bytes of the diff, whether there was more, and why git failed."""
     import tempfile  # only a dirty tree needs it; kept off the clean capture path
 
@@ -274,7 +339,7 @@ def _read_diff(git: str, cwd: Path, limit: int) -> tuple[bytes, bool, str]:
     with tempfile.TemporaryFile() as stderr:
         # stderr goes to a file so a chatty git cannot fill a pipe we are not reading.
         process = subprocess.Popen(
-            [git, *_DIFF_ARGS],
+            [git, *_DIFF_ARGS, *pathspecs],
             cwd=cwd,
             env=_environment(),
             stdin=subprocess.DEVNULL,

@@ -377,3 +377,161 @@ class TestReliability:
         assert proc.wait(timeout=30) == 130
         result = Store(project / ".envsnap").load(run_id).result
         assert result is not None and result.interrupted and result.exit_code == 130
+
+
+class TestCrashedRun:
+    def test_crash_is_not_credited_with_earlier_results(
+        self, envsnap: Envsnap, project: Path
+    ) -> None:
+        """The issue's command: a crash after a good run exits 3, its result holds none of the
+        good run's model or metrics, show says they are stale, and diff reports the crash."""
+        write = (
+            "import json, pathlib; out = pathlib.Path('out'); out.mkdir(exist_ok=True); "
+            "(out / 'model.pt').write_bytes(b'weights'); "
+            "(out / 'metrics.json').write_text(json.dumps({'acc': 0.9}))"
+        )
+        declared = ["--output", "out/model.pt", "--metrics", "out/metrics.json", "--"]
+        good = envsnap("capture", *declared, sys.executable, "-c", write).stdout.split()[0]
+        crash = [sys.executable, "-c", "import sys; sys.exit(3)"]
+        bad = envsnap("capture", *declared, *crash, check=3).stdout.split()[0]
+        result = tomllib.loads((project / ".envsnap" / "runs" / bad / "result.toml").read_text())
+        assert result["exit_code"] == 3
+        assert "outputs" not in result and "metrics" not in result
+        assert result["stale"] == ["out/metrics.json", "out/model.pt"]
+        shown = envsnap("show", bad).stdout
+        assert "result    exit 3" in shown and "0 outputs, 0 metrics" in shown
+        assert "stale   out/metrics.json, out/model.pt: not written by this run" in shown
+        done = envsnap("diff", good, bad, check=1)
+        assert "exit code  0 -> 3" in done.stdout
+        assert "out/model.pt" in done.stdout and "metric acc" in done.stdout
+        assert "out/model.pt of run" in done.stdout and "not written by its command" in done.stdout
+
+
+class TestMoreSecrets:
+    def test_secrets_in_more_shapes_never_reach_the_store(
+        self, envsnap: Envsnap, project: Path
+    ) -> None:
+        """Terraform's TF_ variables, PASS names, query-string tokens (remote, index URLs, argv)
+        and secret keys in both option forms are absent from every stored byte."""
+        git(
+            project,
+            "remote",
+            "add",
+            "origin",
+            "https://gitlab.example/acme/r.git?private_token=glpat-remote-secret",
+        )
+        env = {
+            "TF_VAR_db_pass": "tfvar-secret",
+            "TF_CLI_CONFIG_FILE": "/home/me/tfcli-secret.rc",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "NCCL_DB_PASS": "ncclpass-secret",
+            "CUDA_LAUNCH_EXTRA": "--Api-Key=launch-secret",
+            "PIP_EXTRA_INDEX_URL": "https://pypi.org/simple https://idx.example/simple"
+            "?access_token=index-secret",
+        }
+        done = envsnap(
+            "capture",
+            "--param",
+            "db.Password=param-secret",
+            "--",
+            sys.executable,
+            "-c",
+            "pass",
+            "--db-pass",
+            "argv-pass-secret",
+            "--DB-PASSWORD=argv-password-secret",
+            "wandb.api_key=hydra-secret",
+            "https://s3.example/b/k?X-Amz-Signature=sig-secret&v=1",
+            env=env,
+        )
+        run_dir = project / ".envsnap" / "runs" / done.stdout.split()[0]
+        data = b"".join(p.read_bytes() for p in run_dir.iterdir())
+        for secret in (
+            "tfvar-secret",
+            "tfcli-secret",
+            "glpat-remote-secret",
+            "ncclpass-secret",
+            "launch-secret",
+            "index-secret",
+            "param-secret",
+            "argv-pass-secret",
+            "argv-password-secret",
+            "hydra-secret",
+            "sig-secret",
+        ):
+            assert secret.encode() not in data, secret
+        m = tomllib.loads((run_dir / "manifest.toml").read_text())
+        assert m["git"]["remote_url"] == "https://gitlab.example/acme/r.git"
+        assert m["environment"]["TF_CPP_MIN_LOG_LEVEL"] == "2"
+        assert "TF_VAR_db_pass" not in m["environment"]
+
+
+class TestNotUtf8:
+    def _run(self, envsnap: Envsnap, *args: str | bytes, env: dict[bytes, bytes] | None = None):  # type: ignore[no-untyped-def]
+        environment = {k.encode(): v.encode() for k, v in envsnap.env.items()}
+        environment.update(env or {})
+        return subprocess.run(
+            [*envsnap_command(), *args],
+            cwd=envsnap.cwd,
+            env=environment,  # type: ignore[arg-type]
+            capture_output=True,
+            timeout=120,
+        )
+
+    def test_argument_is_one_sentence_and_nothing_runs(
+        self, envsnap: Envsnap, project: Path
+    ) -> None:
+        """A command argument that is not UTF-8 is refused in one sentence (escaped), before
+        anything runs or is stored."""
+        marker = project / "ran"
+        code = f"open({str(marker)!r}, 'w')"
+        done = self._run(envsnap, "capture", "--", sys.executable, "-c", code, b"caf\xe9.csv")
+        assert done.returncode == 2
+        lines = done.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("envsnap: error: ")
+        assert "caf\\xe9.csv" in lines[0] and "not valid UTF-8" in lines[0]
+        assert not marker.exists()
+        runs = project / ".envsnap" / "runs"
+        assert not runs.exists() or list(runs.iterdir()) == []
+
+    def test_environment_value_is_left_out_and_named(self, envsnap: Envsnap, project: Path) -> None:
+        """An allow-listed variable that is not UTF-8 is left out and named; the manifest
+        stays readable."""
+        done = self._run(envsnap, "capture", env={b"LD_LIBRARY_PATH": b"/opt/caf\xe9/lib"})
+        assert done.returncode == 0, done.stderr
+        run_id = done.stdout.decode().strip()
+        m = tomllib.loads((project / ".envsnap" / "runs" / run_id / "manifest.toml").read_text())
+        assert "LD_LIBRARY_PATH" not in m.get("environment", {})
+        assert {
+            "where": "environment",
+            "name": "LD_LIBRARY_PATH",
+            "reason": "not valid UTF-8 text",
+        } in m["redacted"]
+        assert run_id in envsnap("show", run_id).stdout
+
+
+class TestGitState:
+    def test_tracked_data_is_data_not_code(self, envsnap: Envsnap, project: Path) -> None:
+        """A --data file git tracks is fingerprinted, left out of the diff, and listed as
+        excluded; the store never shows up as untracked."""
+        csv = project / "data" / "train.csv"
+        csv.write_text(csv.read_text() + "1,2,3\n")
+        (project / ".gitignore").write_text("outputs/\nmetrics.json\n")  # the store not ignored
+        git(project, "commit", "--quiet", "-am", "store no longer ignored")
+        envsnap("capture")
+        run_id = envsnap("capture", "--data", "data/train.csv").stdout.strip()
+        m = _manifest(project, run_id)
+        assert m["git"]["excluded"] == ["data/train.csv"]  # type: ignore[index]
+        assert m["git"].get("dirty", False) is False  # type: ignore[union-attr]
+        assert "untracked" not in m["git"]  # type: ignore[operator]
+        assert not (project / ".envsnap" / "runs" / run_id / "diff.patch").exists()
+
+    def test_cut_diff_is_said_at_capture_and_in_show(self, envsnap: Envsnap, project: Path) -> None:
+        """A diff over git-max-diff-bytes is said on stderr at capture and by show."""
+        (project / "pyproject.toml").write_text("[tool.envsnap]\ngit-max-diff-bytes = 64\n")
+        (project / "train.py").write_text((project / "train.py").read_text() + "# x\n" * 50)
+        done = envsnap("capture")
+        assert "envsnap: warning: the uncommitted diff is larger than git-max-diff-bytes" in (
+            done.stderr
+        )
+        assert "cut at 64 bytes" in envsnap("show", done.stdout.strip()).stdout

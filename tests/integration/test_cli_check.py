@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from envsnap.manifest import dumps_manifest, read_manifest, seal
 from tests.integration.conftest import Envsnap
 
@@ -68,6 +70,27 @@ class TestCheck:
         reference.write_text(reference.read_text().replace('os_id = "', 'os_id = "x'))
         done = envsnap("check", "--against", "envsnap.lock.toml", check=2)
         assert "envsnap.lock.toml was modified after it was written" in done.stderr
+
+
+class TestIgnoreEntries:
+    @pytest.mark.parametrize("entry", ["hardwre", "host.kernl", "pyhton.*"])
+    def test_typo_exits_2_naming_the_categories(
+        self, envsnap: Envsnap, project: Path, entry: str
+    ) -> None:
+        """An --ignore entry that is no category and matches no field is an error, not a
+        silent ignore of nothing."""
+        _reference(envsnap, project)
+        done = envsnap("check", "--against", "envsnap.lock.toml", "--ignore", entry, check=2)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("envsnap: error: ")
+        assert repr(entry) in lines[0]
+        assert "categories are code, config, data, packages" in lines[0]
+
+    def test_categories_and_fields_pass(self, envsnap: Envsnap, project: Path) -> None:
+        """Known categories and field patterns are accepted together."""
+        _reference(envsnap, project)
+        args = ["--ignore", "hardware", "--ignore", "host.*", "--ignore", "python.packages.click"]
+        envsnap("check", "--against", "envsnap.lock.toml", *args)
 
 
 class TestApi:

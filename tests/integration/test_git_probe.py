@@ -1,5 +1,6 @@
-"""The git probe against real repositories: commit, branch, cleaned remote, bounded diff and a
-capped untracked list, from as few git calls as possible."""
+"""The git probe against real repositories: commit, branch, cleaned remote, bounded diff, a
+capped untracked list with directories collapsed, data paths and the store left out, and dirty
+submodules named, from as few git calls as possible."""
 
 from __future__ import annotations
 
@@ -109,23 +110,41 @@ class TestDirty:
 
 class TestUntracked:
     def test_sorted_and_capped(self, repo: Path) -> None:
-        """Untracked files are listed sorted, in nested directories too, capped with a count."""
+        """Untracked entries are listed sorted, capped with a count of the rest."""
         (repo / "out" / "b").mkdir(parents=True)
-        for name in ("z.txt", "a.txt", "out/b/c.txt", "out/a.txt"):
+        for name in ("z.txt", "a.txt", "m.txt", "out/b/c.txt", "out/a.txt"):
             (repo / name).write_text(name)
         section, _ = capture_git(repo, max_untracked=3)
-        assert section.untracked == ("a.txt", "out/a.txt", "out/b/c.txt")
+        assert section.untracked == ("a.txt", "m.txt", "out/")
         assert section.untracked_omitted == 1
 
     def test_big_checkpoint_is_listed_fast(self, repo: Path) -> None:
-        """A large untracked checkpoint is listed by name; its content is never read."""
+        """A large untracked checkpoint is listed (by its new directory); its content is never
+        read."""
         checkpoint = repo / "ckpt" / "model.pt"
         checkpoint.parent.mkdir()
         with checkpoint.open("wb") as handle:  # sparse: 4 GiB apparent size, no blocks
             handle.truncate(4 * 1024**3)
         section, diff = capture_git(repo)
-        assert section.untracked == ("ckpt/model.pt",)
+        assert section.untracked == ("ckpt/",)
         assert diff == b""
+
+    def test_untracked_directories_collapse(self, repo: Path) -> None:
+        """A virtual environment inside the repository is one entry, as git status shows it,
+        not thousands of files; an untracked directory inside a tracked one likewise."""
+        for i in range(1500):
+            path = repo / ".venv" / "lib" / f"pkg{i % 30}" / f"m{i}.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+        (repo / "src" / "new").mkdir(parents=True)
+        (repo / "src" / "tracked.py").write_text("x\n")
+        git(repo, "add", "src/tracked.py")
+        git(repo, "commit", "--quiet", "-m", "src")
+        (repo / "src" / "new" / "a.py").write_text("")
+        (repo / "notes.txt").write_text("")
+        section, _ = capture_git(repo, max_untracked=1000)
+        assert section.untracked == (".venv/", "notes.txt", "src/new/")
+        assert section.untracked_omitted == 0
 
     def test_ignored_files_not_listed(self, repo: Path) -> None:
         """Files matched by .gitignore are not untracked entries."""
@@ -136,7 +155,108 @@ class TestUntracked:
         assert section.untracked == (".gitignore",)
 
 
+class TestExcluded:
+    def test_tracked_data_file_is_data_not_code(self, repo: Path) -> None:
+        """A changed data file git tracks is left out of dirty, diff and untracked, and the
+        section lists it as excluded; a code change beside it is still recorded."""
+        (repo / "data").mkdir()
+        (repo / "data" / "train.csv").write_text("a,b\n1,2\n")
+        git(repo, "add", "-A")
+        git(repo, "commit", "--quiet", "-m", "data")
+        (repo / "data" / "train.csv").write_text("a,b\n9,9\n")
+        (repo / "data" / "extra.csv").write_text("new\n")
+        section, diff = capture_git(repo, exclude_data=["data"])
+        assert (section.dirty, section.diff_sha256, diff) == (False, "", b"")
+        assert (section.untracked, section.excluded) == ((), ("data",))
+
+        (repo / "train.py").write_text("print('changed')\n")
+        section, diff = capture_git(repo, exclude_data=["data/train.csv"])
+        assert section.dirty and b"train.py" in diff and b"train.csv" not in diff
+        assert section.untracked == ("data/extra.csv",)
+
+    def test_exclusions_are_from_the_repository_root(self, repo: Path) -> None:
+        """Excluded paths are repository-relative, whatever directory capture runs in."""
+        (repo / "exp").mkdir()
+        (repo / "exp" / "data.csv").write_text("x\n")
+        (repo / "exp" / "run.py").write_text("x\n")
+        section, _ = capture_git(repo / "exp", exclude_data=["exp/data.csv"])
+        assert section.untracked == ("exp/",)  # run.py is in it
+        (repo / "exp" / "run.py").unlink()
+        section, _ = capture_git(repo / "exp", exclude_data=["exp/data.csv"])
+        assert section.untracked == ()
+
+    def test_store_is_never_listed_nor_named(self, repo: Path) -> None:
+        """envsnap's own store inside the repository is neither untracked drift nor recorded."""
+        (repo / ".envsnap" / "runs" / "x").mkdir(parents=True)
+        (repo / ".envsnap" / "runs" / "x" / "manifest.toml").write_text("x\n")
+        section, _ = capture_git(repo, exclude_private=[".envsnap"])
+        assert section == Git(present=True, commit=head(repo), branch="main")
+
+
+class TestSubmodule:
+    @pytest.fixture
+    def with_submodule(self, repo: Path, tmp_path: Path) -> Path:
+        lib = tmp_path / "lib"
+        lib.mkdir()
+        git(lib, "init", "--quiet", "--initial-branch=main")
+        (lib / "lib.py").write_text("VALUE = 1\n")
+        git(lib, "add", "-A")
+        git(lib, "commit", "--quiet", "-m", "lib")
+        git(
+            repo,
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "--quiet",
+            str(lib),
+            "vendor/lib",
+        )
+        git(repo, "commit", "--quiet", "-m", "submodule")
+        return repo
+
+    def test_uncommitted_changes_inside_are_named(self, with_submodule: Path) -> None:
+        """Changes inside a submodule's working tree are recorded by its path (the patch cannot
+        carry them), and alone do not make the tree dirty."""
+        repo = with_submodule
+        (repo / "vendor" / "lib" / "lib.py").write_text("VALUE = 2\n")
+        section, diff = capture_git(repo)
+        assert section.submodules_dirty == ("vendor/lib",)
+        assert (section.dirty, diff) == (False, b"")
+
+    def test_patch_beside_a_dirty_submodule_applies(
+        self, with_submodule: Path, tmp_path: Path
+    ) -> None:
+        """With a dirty submodule and a code change, the patch holds only what git apply takes."""
+        repo = with_submodule
+        (repo / "vendor" / "lib" / "new.txt").write_text("untracked inside\n")
+        (repo / "train.py").write_text("print('changed')\n")
+        section, diff = capture_git(repo)
+        assert section.dirty and section.submodules_dirty == ("vendor/lib",)
+        assert b"-dirty" not in diff and b"Subproject" not in diff
+        clone = tmp_path / "clone"
+        git(tmp_path, "clone", "--quiet", str(repo), str(clone))
+        (tmp_path / "patch.diff").write_bytes(diff)
+        git(clone, "apply", str(tmp_path / "patch.diff"))
+        assert (clone / "train.py").read_text() == "print('changed')\n"
+
+
 class TestRemote:
+    @pytest.mark.parametrize(
+        ("url", "recorded"),
+        [
+            (
+                "https://gitlab.example/o/r.git?private_token=glpat-hunter2",
+                "https://gitlab.example/o/r.git",
+            ),
+            ("https://h.example/o/r.git?access_token=hunter2&x=1", "https://h.example/o/r.git?x=1"),
+        ],
+    )
+    def test_token_in_query_removed(self, repo: Path, url: str, recorded: str) -> None:
+        """A token in the remote URL's query string is not recorded."""
+        git(repo, "remote", "add", "origin", url)
+        assert capture_git(repo)[0].remote_url == recorded
+
     def test_token_removed_from_https_remote(self, repo: Path) -> None:
         """An https remote with an embedded token is recorded without user or token."""
         git(repo, "remote", "add", "origin", "https://user:ghp_xxx@github.com/o/r.git")

@@ -62,3 +62,21 @@ class TestBadConfig:
         _pyproject(tmp_path, body)
         with pytest.raises(UsageError, match=message):
             load_config(project_root=tmp_path, env={})
+
+
+class TestDriftPatterns:
+    @pytest.mark.parametrize("key", ["hardwre", "pyhton.packages.pip", "kernel", "hots.*"])
+    def test_typo_is_refused_naming_the_categories(self, tmp_path: Path, key: str) -> None:
+        """A [tool.envsnap.drift] key that is no category and no field pattern is an error."""
+        _pyproject(tmp_path, f'[tool.envsnap.drift]\n"{key}" = "info"\n')
+        with pytest.raises(UsageError, match="neither a drift category") as caught:
+            load_config(project_root=tmp_path, env={})
+        assert "hardware" in str(caught.value) and repr(key) in str(caught.value)
+
+    @pytest.mark.parametrize(
+        "key", ["hardware", "hard*", "host.kernel", "python.packages.pip", "host.*", "*"]
+    )
+    def test_categories_and_field_patterns_pass(self, tmp_path: Path, key: str) -> None:
+        """Categories, globs over them and patterns under a manifest section are accepted."""
+        _pyproject(tmp_path, f'[tool.envsnap.drift]\n"{key}" = "info"\n')
+        assert load_config(project_root=tmp_path, env={}).drift_severity == {key: "info"}

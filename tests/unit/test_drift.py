@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from envsnap.config import MetricTolerance
 from envsnap.drift import compare
+from envsnap.errors import UsageError
 from envsnap.manifest import DataItem, Gpu, GpuDevice, Manifest, OutputFile, Package, Result
 from tests.conftest import sample_manifest
 
@@ -215,3 +218,112 @@ class TestOutputDrift:
         m = sample_manifest()
         report = compare(m, m, old_result=_result(), new_result=_result(metrics={"loss": 0.5}))
         assert [(x.name, x.new) for x in report.metrics] == [("acc", None)]
+
+
+class TestHostIndexConfiguration:
+    @pytest.mark.parametrize(
+        ("changes", "path"),
+        [
+            ({"extra_index_urls": ()}, "python.extra_index_urls"),
+            ({"index_url": "https://mirror.example/simple"}, "python.index_url"),
+        ],
+    )
+    def test_index_urls_are_info(self, changes: dict[str, object], path: str) -> None:
+        """The host's index configuration differs in every rerun: info, so an otherwise identical
+        rerun passes --fail-on warning."""
+        a = sample_manifest(
+            python=dataclasses.replace(
+                sample_manifest().python, extra_index_urls=("https://download.pytorch.org/whl",)
+            )
+        )
+        b = dataclasses.replace(a, python=dataclasses.replace(a.python, **changes))  # type: ignore[arg-type]
+        report = compare(a, b)
+        assert _paths(report)[path] == ("packages", "info")
+        assert not report.drifted("warning")
+
+    @pytest.mark.parametrize("name", ["PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL"])
+    def test_index_variables_are_info(self, name: str) -> None:
+        """The same holds for the index variables of the recorded environment."""
+        a = sample_manifest(environment={name: "https://a.example/simple"})
+        b = sample_manifest(environment={name: "https://b.example/simple"})
+        assert _paths(compare(a, b))[f"environment.{name}"] == ("config", "info")
+
+
+RERUN_FIELDS = [
+    ("branch", "main", ""),
+    ("remote_url", "https://github.com/o/r.git", ""),
+    ("untracked", ("notes.txt",), ()),
+    ("untracked_omitted", 3, 0),
+]
+
+
+class TestRerunPair:
+    @pytest.mark.parametrize(("name", "old", "new"), RERUN_FIELDS)
+    def test_diff_and_rerun_agree(self, name: str, old: object, new: object) -> None:
+        """Between a run and its rerun (either way round) branch, remote and untracked files
+        are expected, as the rerun report shows them; between unrelated runs they are info."""
+        a = sample_manifest(git=dataclasses.replace(sample_manifest().git, **{name: old}))
+        rerun = sample_manifest(
+            run_id="20261122-170000-ffffff",
+            rerun_of=a.run_id,
+            git=dataclasses.replace(a.git, **{name: new}),
+        )
+        other = dataclasses.replace(rerun, rerun_of="")
+        assert _paths(compare(a, rerun))[f"git.{name}"] == ("code", "expected")
+        assert _paths(compare(rerun, a))[f"git.{name}"] == ("code", "expected")
+        assert _paths(compare(a, other))[f"git.{name}"] == ("code", "info")
+
+    def test_overrides_still_win(self) -> None:
+        """A configured severity applies to a rerun pair too."""
+        a = sample_manifest()
+        rerun = sample_manifest(
+            run_id="20261122-170000-ffffff",
+            rerun_of=a.run_id,
+            git=dataclasses.replace(a.git, branch=""),
+        )
+        report = compare(a, rerun, overrides={"git.branch": "warning"})
+        assert _paths(report)["git.branch"] == ("code", "warning")
+
+
+class TestIgnoreEntries:
+    @pytest.mark.parametrize(
+        "pattern", ["hardwre", "pyhton.packages.numpy", "host.kernl", "python.packages.torch"]
+    )
+    def test_unknown_entry_is_an_error_naming_the_categories(self, pattern: str) -> None:
+        """An ignore entry that is no category and matches no field is refused, not a no-op."""
+        a = sample_manifest()
+        with pytest.raises(UsageError) as caught:
+            compare(a, a, ignore=[pattern])
+        text = str(caught.value)
+        assert repr(pattern) in text and "hardware" in text and "packages" in text
+
+    @pytest.mark.parametrize(
+        "pattern",
+        [
+            "hardware",
+            "hard*",
+            "host.kernel",
+            "host.*",
+            "python.packages.numpy",
+            "gpu.count",
+            "data",
+        ],
+    )
+    def test_known_entries_are_accepted(self, pattern: str) -> None:
+        """Categories, globs over them, and patterns matching a field are accepted."""
+        a = sample_manifest()
+        compare(a, a, ignore=[pattern])
+
+
+class TestCrashedRuns:
+    def test_crashed_run_never_reads_as_identical(self) -> None:
+        """A crashed run whose old files were left out differs from the good run it followed:
+        exit code, outputs and metrics, with a note on the stale files."""
+        m = sample_manifest()
+        crashed = _result(exit_code=3, outputs=(), metrics={}, stale=("outputs/model.npy",))
+        report = compare(m, m, old_result=_result(), new_result=crashed)
+        assert report.drifted("breaking")
+        assert report.exit_codes == (0, 3)
+        assert [o.path for o in report.outputs] == ["outputs/model.npy"]
+        assert {x.name for x in report.metrics} == {"loss", "acc"}
+        assert any("outputs/model.npy" in n and "not written" in n for n in report.notes)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
 from envsnap.drift import compare
-from envsnap.manifest import Package, Result
+from envsnap.manifest import Git, Package, Result
 from envsnap.report import md_cell, render_json, render_markdown, render_show, render_text
 from tests.conftest import sample_manifest
 
@@ -84,3 +86,81 @@ class TestShow:
         assert "command   python train.py --lr 0.1" in text
         assert "python    CPython 3.11.7 (venv), 2 packages" in text
         assert "metric  acc = 0.9" in text
+
+
+class TestShowTells:
+    @pytest.mark.parametrize(
+        ("git", "lines"),
+        [
+            (
+                Git(present=True, commit="a" * 40, branch="main"),
+                ["git       aaaaaaaaaaaa on main, clean"],
+            ),
+            (
+                Git(
+                    present=True,
+                    commit="a" * 40,
+                    branch="main",
+                    untracked=tuple(f"f{i}" for i in range(1000)),
+                    untracked_omitted=10550,
+                ),
+                ["git       aaaaaaaaaaaa on main, clean, 11550 untracked (1000 listed)"],
+            ),
+            (
+                Git(
+                    present=True,
+                    commit="a" * 40,
+                    dirty=True,
+                    diff_truncated=True,
+                    diff_bytes=8388608,
+                ),
+                ["warning the uncommitted diff is larger than git-max-diff-bytes and was cut"],
+            ),
+            (
+                Git(present=True, commit="a" * 40, submodules_dirty=("vendor/lib",)),
+                ["submodule(s) vendor/lib are not recorded"],
+            ),
+            (
+                Git(present=True, commit="a" * 40, excluded=("data/train.csv",)),
+                ["data left out of the code state: data/train.csv"],
+            ),
+        ],
+        ids=["clean", "untracked-count", "diff-cut", "submodule", "excluded"],
+    )
+    def test_git_state(self, git: Git, lines: list[str]) -> None:
+        """show counts untracked entries truly and says what the git record lacks."""
+        text = render_show(sample_manifest(git=git), None)
+        for line in lines:
+            assert line in text
+
+    def test_stale_files_and_errors(self) -> None:
+        """A result with stale files says they were left out, with the command's error."""
+        m = sample_manifest()
+        result = Result(
+            run_id=m.run_id,
+            exit_code=3,
+            started="s",
+            ended="e",
+            error="command 'x' was not found",
+            metrics_error="metrics file metrics.json was not written by the command",
+            stale=("metrics.json", "outputs/model.npy"),
+        )
+        text = render_show(m, result)
+        assert "result    exit 3 after 0.00s, 0 outputs, 0 metrics" in text
+        assert "  stale   metrics.json, outputs/model.npy: not written by this run" in text
+        assert "  error   command 'x' was not found" in text
+
+
+class TestNotes:
+    def _report(self) -> object:
+        m = sample_manifest()
+        old = Result(run_id=m.run_id, exit_code=0, started="s", ended="e")
+        new = dataclasses.replace(old, exit_code=3, stale=("outputs/model.npy",))
+        return compare(m, m, old_result=old, new_result=new)
+
+    def test_in_every_rendering(self) -> None:
+        """A note about stale files reaches the text, JSON and Markdown reports."""
+        report = self._report()
+        assert "  note: outputs/model.npy of run" in render_text(report)  # type: ignore[arg-type]
+        assert json.loads(render_json(report))["notes"][0].startswith("outputs/model.npy")  # type: ignore[arg-type]
+        assert "- outputs/model.npy of run" in render_markdown(report)  # type: ignore[arg-type]

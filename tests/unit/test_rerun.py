@@ -209,6 +209,20 @@ class TestRestorable:
         with pytest.raises(CodeError, match="cut at 9 bytes"):
             check_restorable(git, b"x")
 
+    def test_truncated_diff_points_at_the_setting_and_show(self) -> None:
+        """The refusal names the size bound and where capture said so."""
+        git = Git(present=True, commit="a" * 40, dirty=True, diff_truncated=True, diff_bytes=9)
+        with pytest.raises(CodeError) as caught:
+            check_restorable(git, b"x")
+        assert "larger than git-max-diff-bytes" in str(caught.value)
+        assert "envsnap show" in str(caught.value)
+
+    def test_diff_that_failed_at_capture(self) -> None:
+        """A diff git could not finish at capture is refused with git's reason."""
+        git = Git(present=True, commit="a" * 40, dirty=True, reason="git diff timed out")
+        with pytest.raises(CodeError, match=r"not recorded in full.*git diff timed out"):
+            check_restorable(git, None)
+
     def test_missing_and_edited_patch(self) -> None:
         """diff.patch must be there and match the recorded sha256."""
         patch = b"diff --git a/x b/x\n"
@@ -273,3 +287,51 @@ class TestRerunReport:
         """A value with a newline and '::' stays inside its table cell."""
         text = render_rerun_markdown(self.outcome())
         assert not any(line.startswith("::") for line in text.splitlines())
+
+
+class TestVerdict:
+    def outcome(self, report: DriftReport) -> RerunOutcome:
+        return RerunOutcome(
+            original="20261123-120000-abcdef",
+            rerun="20261123-130000-123456",
+            directory=Path("store/runs/20261123-130000-123456"),
+            image="envsnap/env:0123",
+            image_id="sha256:" + "0" * 64,
+            exit_code=0,
+            report=report,
+        )
+
+    @pytest.mark.parametrize(
+        ("report", "verdict", "failed", "text"),
+        [
+            (
+                DriftReport(old_run="a", new_run="b", results_compared=True, exit_codes=(0, 0)),
+                "reproduced",
+                False,
+                "  verdict: reproduced",
+            ),
+            (
+                DriftReport(old_run="a", new_run="b"),
+                "not compared",
+                True,
+                "  verdict: NOT verified (no breaking environment drift, but exit code, outputs "
+                "and metrics were not compared: run 20261123-120000-abcdef recorded no result)",
+            ),
+            (
+                DriftReport(old_run="a", new_run="b", results_compared=True, exit_codes=(0, 3)),
+                "not reproduced",
+                True,
+                "  verdict: NOT reproduced (breaking drift)",
+            ),
+        ],
+        ids=["compared", "no-result", "drift"],
+    )
+    def test_verdict(self, report: DriftReport, verdict: str, failed: bool, text: str) -> None:
+        """Without results on both sides the verdict says they were not compared, is never
+        "reproduced", and the rerun fails (exit 1)."""
+        outcome = self.outcome(report)
+        assert outcome.verdict() == verdict
+        assert outcome.failed("breaking") is failed
+        assert text in render_rerun_text(outcome).splitlines()
+        assert json.loads(render_rerun_json(outcome))["verdict"] == verdict
+        assert "verdict" in render_rerun_markdown(outcome)
