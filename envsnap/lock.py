@@ -7,8 +7,8 @@ looked up on the index it came from, and the hashes of exactly its version are w
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import gzip
 import hashlib
 import http.client
 import json
@@ -17,17 +17,18 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from envsnap.errors import EnvsnapError
 from envsnap.manifest import CondaPackage, Manifest, Package
-from envsnap.redact import clean_url
+from envsnap.redact import clean_url, strip_url_credentials
 from envsnap.store import StoredRun
 
 LOCK_SCHEMA = "envsnap.lock/1"
@@ -83,7 +84,8 @@ class LockError(EnvsnapError):
 
 
 class IndexUnreachableError(LockError):
-    """A package index did not answer (network, TLS, server error); nothing was written."""
+    """A package index did not answer usefully (network, TLS, server error, a page that is not
+    an index page); nothing was written."""
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -306,6 +308,7 @@ def lock_packages(
         }
     )
     listings = source.files(queries) if queries else {}
+    _check_indexes_serve_something(queries, listings)
     pinned: list[_Pinned] = []
     for package, index_url in plan.index:
         project = normalize_name(package.name)
@@ -349,6 +352,29 @@ def lock_packages(
         covered_elsewhere=tuple(sorted(plan.covered, key=_note_key)),
         base_provided=tuple(sorted(plan.base_provided)),
     )
+
+
+def _check_indexes_serve_something(
+    queries: Sequence[IndexQuery], listings: Mapping[IndexQuery, tuple[IndexFile, ...] | None]
+) -> None:
+    """Refuse a lock where an index knows none of several projects asked of it: that is a wrong
+    index URL, or a proxy answering 404 for everything, not a set of unlockable packages."""
+    asked: dict[str, set[str]] = {}
+    found: set[str] = set()
+    for query in queries:
+        asked.setdefault(query.index_url, set()).add(query.project)
+        if listings.get(query) is not None:
+            found.add(query.index_url)
+    for index_url, projects in sorted(asked.items()):
+        if len(projects) >= 2 and index_url not in found:
+            names = sorted(projects)
+            listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise IndexUnreachableError(
+                f"{shown_url(index_url)} has none of the {len(names)} projects asked of it "
+                f"({listed})",
+                hint="check that the index URL the run recorded is right and that no proxy "
+                "answers in its place",
+            )
 
 
 def _note_key(note: PackageNote) -> tuple[str, str, str]:
@@ -653,8 +679,11 @@ def _conda_channel(url: str) -> str:
 
 
 def write_lock_files(run_dir: Path, result: LockResult) -> list[Path]:
-    """Write the lock files and ``lock.toml`` into the run directory, each atomically; lock files
-    a previous lock wrote that this result has no use for are removed."""
+    """Write the lock files and ``lock.toml`` into the run directory; lock files a previous lock
+    wrote that this result has no use for are removed.
+
+    Every file is written to a temporary name and synced before any is renamed into place, so a
+    full disk or a failed write leaves the previous lock files (or none) as they were."""
     import tomli_w
 
     texts = result.file_texts()
@@ -678,10 +707,12 @@ def write_lock_files(run_dir: Path, result: LockResult) -> list[Path]:
         "covered_elsewhere": [_note_data(note) for note in result.covered_elsewhere],
     }
     texts[SUMMARY_FILE] = tomli_w.dumps(summary, multiline_strings=False)
-    written: list[Path] = []
+    staged: list[tuple[Path, Path]] = []  # temporary file, its final path
     try:
         for name, text in texts.items():
-            written.append(_write_atomic(run_dir / name, text.encode("utf-8")))
+            staged.append((_stage(run_dir / name, text.encode("utf-8")), run_dir / name))
+        for tmp, path in staged:  # lock.toml, which names the others' hashes, goes last
+            tmp.replace(path)
         for name in (VCS_FILE, CONDA_EXPLICIT_FILE, CONDA_LOCK_FILE):
             if name not in texts:
                 (run_dir / name).unlink(missing_ok=True)
@@ -691,7 +722,11 @@ def write_lock_files(run_dir: Path, result: LockResult) -> list[Path]:
             f"the lock files cannot be written to {run_dir} ({exc.strerror or exc})",
             hint="check that the run directory is writable and the disk is not full",
         ) from None
-    return written
+    finally:
+        for tmp, _path in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # only those never renamed are still there
+    return [path for _tmp, path in staged]
 
 
 def _note_data(note: PackageNote) -> dict[str, str]:
@@ -703,17 +738,19 @@ def _note_data(note: PackageNote) -> dict[str, str]:
     }
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
+def _stage(path: Path, data: bytes) -> Path:
+    """``data`` written and synced to a temporary file beside ``path``; nothing left on failure."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def _fsync_dir(path: Path) -> None:
@@ -746,12 +783,38 @@ def lock_run(
 # --- the index client --------------------------------------------------------------------------
 
 
+def shown_url(url: str) -> str:
+    """An index URL as an error message may show it: no user-info, no query string (either may
+    carry a token)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return strip_url_credentials(url).split("?", 1)[0].split("#", 1)[0]
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class _Resolution:
+    """One host's addresses, looked up by the first worker that needs them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.done = False
+        self.addresses: list[tuple[Any, ...]] = []
+        self.error: tuple[int, str] | None = None
+
+
 class SimpleIndexClient:
     """Reads project pages of PEP 691 (JSON) or PEP 503 (HTML) indexes over keep-alive
     connections, several projects at once, with an optional on-disk cache per index and project.
 
     A cached page is used only while it still lists the version asked for, so a warm lock asks
-    no index, and a version published after the page was cached is still found.
+    no index, and a version published after the page was cached is still found. Each host name
+    is resolved once per batch, however many workers connect to it.
     """
 
     def __init__(
@@ -762,6 +825,7 @@ class SimpleIndexClient:
         max_workers: int = 16,
         ssl_context: ssl.SSLContext | None = None,
         proxies: Mapping[str, str] | None = None,
+        getaddrinfo: Callable[..., Sequence[tuple[Any, ...]]] = socket.getaddrinfo,
     ) -> None:
         self.cache_dir = cache_dir
         self.timeout = timeout
@@ -774,10 +838,13 @@ class SimpleIndexClient:
 
             proxies = urllib.request.getproxies()
         self._proxies = dict(proxies)
+        self._getaddrinfo = getaddrinfo
+        self._resolved: dict[tuple[str, int], _Resolution] = {}
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: list[http.client.HTTPConnection] = []
         self.fetches = 0  # requests made to an index, for tests and benchmarks
+        self.lookups = 0  # host names resolved, for tests
 
     def files(
         self, queries: Sequence[IndexQuery]
@@ -800,27 +867,33 @@ class SimpleIndexClient:
     def _fetch_all(
         self, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[IndexFile, ...] | None]:
+        """Fetch every page; the first failure, in the order asked, is raised once the requests
+        already running have ended, and the queued ones are dropped, never read."""
         workers = max(1, min(self.max_workers, len(keys)))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envsnap-index")
         try:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = {key: pool.submit(self._fetch_and_cache, *key) for key in keys}
-                errors: list[LockError] = []
-                results: dict[tuple[str, str], tuple[IndexFile, ...] | None] = {}
-                for key, future in futures.items():
-                    try:
-                        results[key] = future.result()
-                    except LockError as exc:
-                        errors.append(exc)
-                        for other in futures.values():
-                            other.cancel()
-                if errors:
-                    raise errors[0]
-                return results
+            futures = [(key, pool.submit(self._fetch_and_cache, *key)) for key in keys]
+            results: dict[tuple[str, str], tuple[IndexFile, ...] | None] = {}
+            for key, future in futures:
+                results[key] = future.result()
+            return results
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             self._close_connections()
+            with self._lock:
+                self._resolved.clear()
 
     def _fetch_and_cache(self, index_url: str, project: str) -> tuple[IndexFile, ...] | None:
-        files = self.fetch(index_url, project)
+        try:
+            files = self.fetch(index_url, project)
+        except LockError:
+            raise
+        except Exception as exc:  # whatever a worker meets must reach the user as a sentence
+            raise IndexUnreachableError(
+                f"asking {shown_url(index_url)} for {project} failed unexpectedly "
+                f"({type(exc).__name__})",
+                hint="run envsnap lock again with --debug and report the traceback",
+            ) from exc
         if files is not None:
             self._write_cache(index_url, project, files)
         return files
@@ -829,35 +902,62 @@ class SimpleIndexClient:
         """One project page from one index; None when the index has no such project."""
         with self._lock:
             self.fetches += 1
+        shown = shown_url(index_url)
         url = f"{index_url.rstrip('/')}/{project}/"
+        seen = {url}
         for _hop in range(_MAX_REDIRECTS + 1):
             status, headers, body = self._get(url, index_url, project)
             if status in (301, 302, 303, 307, 308) and headers.get("location"):
-                url = urljoin(url, headers["location"])
+                try:
+                    url = urljoin(url, headers["location"])
+                except ValueError:
+                    raise IndexUnreachableError(
+                        f"{shown} redirected the request for {project} to a malformed URL",
+                        hint="check that the index URL is right",
+                    ) from None
+                if url in seen:
+                    raise IndexUnreachableError(
+                        f"{shown} redirected the request for {project} in a loop",
+                        hint="check that the index URL is right, or ask its administrator",
+                    )
+                seen.add(url)
                 continue
             if status in (404, 410):
                 return None
             if status in (401, 403):
                 raise LockError(
-                    f"{index_url} refused to list {project} (HTTP {status})",
+                    f"{shown} refused to list {project} (HTTP {status})",
                     hint="envsnap locks only from indexes readable without credentials",
+                )
+            if status == 407:
+                raise IndexUnreachableError(
+                    f"the proxy between here and {shown} asked for credentials when asked for "
+                    f"{project} (HTTP 407)",
+                    hint="put the proxy's credentials in HTTP_PROXY/HTTPS_PROXY, or lock where "
+                    "the index is reachable directly",
                 )
             if status != 200:
                 raise IndexUnreachableError(
-                    f"{index_url} answered HTTP {status} when asked for {project}",
+                    f"{shown} answered HTTP {status} when asked for {project}",
                     hint="try again later, or check that the index URL is right",
                 )
             return _parse_page(body, headers.get("content-type", ""), url, index_url, project)
         raise IndexUnreachableError(
-            f"{index_url} redirected too often when asked for {project}",
+            f"{shown} redirected the request for {project} more than {_MAX_REDIRECTS} times",
             hint="check that the index URL is right",
         )
 
     def _get(self, url: str, index_url: str, project: str) -> tuple[int, dict[str, str], bytes]:
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
+        shown = shown_url(index_url)
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host, port, parts = None, None, urlsplit("")
+        if parts.scheme not in ("https", "http") or not host:
             raise LockError(
-                f"{index_url} led to {clean_url(url)}, which is not an http(s) URL",
+                f"{shown} led to {shown_url(url)!r} when asked for {project}, which is not an "
+                "http(s) URL",
                 hint="lock from an http(s) index",
             )
         path = parts.path or "/"
@@ -866,7 +966,7 @@ class SimpleIndexClient:
         headers = {"Accept": _ACCEPT, "Accept-Encoding": "gzip", "User-Agent": "envsnap-lock"}
         last: BaseException | None = None
         for attempt in range(2):  # a kept-alive connection the server closed gets one retry
-            conn = self._connection(parts.scheme, parts.hostname, parts.port)
+            conn = self._connection(parts.scheme, host, port)
             try:
                 target = path if not getattr(conn, "_envsnap_http_proxy", False) else url
                 conn.request("GET", target, headers=headers)
@@ -875,36 +975,37 @@ class SimpleIndexClient:
                 status = response.status
                 got = {k.lower(): v for k, v in response.getheaders()}
             except ssl.SSLCertVerificationError as exc:
-                self._drop_connection(parts.scheme, parts.hostname, parts.port)
+                self._drop_connection(parts.scheme, host, port)
                 raise IndexUnreachableError(
-                    f"the TLS certificate of {index_url} could not be verified while asking "
+                    f"the TLS certificate of {shown} could not be verified while asking "
                     f"for {project} ({exc.verify_message or exc.reason})",
                     hint="if a proxy intercepts TLS, point SSL_CERT_FILE at its CA bundle",
                 ) from None
             except (OSError, http.client.HTTPException) as exc:
-                self._drop_connection(parts.scheme, parts.hostname, parts.port)
+                self._drop_connection(parts.scheme, host, port)
                 last = exc
                 if attempt == 0 and not isinstance(exc, socket.gaierror | TimeoutError):
                     continue
                 break
+            except ValueError:  # a redirect to a path http.client will not send (not ASCII)
+                self._drop_connection(parts.scheme, host, port)
+                raise IndexUnreachableError(
+                    f"{shown} led to a URL that cannot be requested when asked for {project}",
+                    hint="check that the index URL is right",
+                ) from None
             if status >= 500 and attempt == 0:
                 continue
             if len(body) > _MAX_BODY_BYTES:
                 raise LockError(
-                    f"{index_url} sent more than {_MAX_BODY_BYTES} bytes for {project}",
+                    f"{shown} sent more than {_MAX_BODY_BYTES} bytes for {project}",
                     hint="check that the index URL is right",
                 )
             if got.get("content-encoding", "").lower() == "gzip":
-                try:
-                    body = gzip.decompress(body)
-                except (OSError, EOFError) as exc:
-                    raise IndexUnreachableError(
-                        f"{index_url} sent a corrupt page for {project} ({exc})",
-                        hint="try again",
-                    ) from None
+                body = _gunzip(body, shown, project)
             return status, got, body
         raise IndexUnreachableError(
-            f"{index_url} could not be reached while asking for {project} ({_describe(last)})",
+            f"{shown} could not be reached while asking for {project} "
+            f"({_describe(last, self.timeout)})",
             hint="check the network and the index URL, then run envsnap lock again",
         )
 
@@ -917,6 +1018,8 @@ class SimpleIndexClient:
         conn = pool.get(key)
         if conn is None:
             conn = self._new_connection(scheme, host, port)
+            # http.client's own hook for opening the socket: through the shared host lookups.
+            conn._create_connection = self._open_socket  # type: ignore[attr-defined]
             pool[key] = conn
             with self._lock:
                 self._open.append(conn)
@@ -944,6 +1047,51 @@ class SimpleIndexClient:
         if scheme == "https":
             return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._ssl)
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def _open_socket(
+        self,
+        address: tuple[str, int],
+        timeout: float | None = None,
+        source_address: tuple[str, int] | None = None,
+    ) -> socket.socket:
+        """``socket.create_connection``, but with the host's addresses looked up once for all
+        workers: sixteen threads resolving one name at the same moment stalled a slow resolver
+        for seconds."""
+        last: OSError | None = None
+        for family, kind, proto, _name, sockaddr in self._addresses(*address):
+            sock = socket.socket(family, kind, proto)
+            try:
+                if isinstance(timeout, int | float):
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            return sock
+        raise last or OSError(f"{address[0]} has no address to connect to")
+
+    def _addresses(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        with self._lock:
+            entry = self._resolved.get((host, port))
+            if entry is None:
+                entry = self._resolved[(host, port)] = _Resolution()
+        with entry.lock:  # the other workers wait here for the first one's answer
+            if not entry.done:
+                with self._lock:
+                    self.lookups += 1
+                try:
+                    entry.addresses = list(self._getaddrinfo(host, port, type=socket.SOCK_STREAM))
+                except socket.gaierror as exc:
+                    entry.error = (exc.errno or socket.EAI_NONAME, exc.strerror or "")
+                except (OSError, UnicodeError, ValueError):
+                    entry.error = (socket.EAI_NONAME, "the host name is not valid")
+                entry.done = True
+        if entry.error is not None:
+            raise socket.gaierror(*entry.error)  # a fresh one per thread: tracebacks differ
+        return entry.addresses
 
     def _drop_connection(self, scheme: str, host: str, port: int | None) -> None:
         pool = getattr(self._local, "pool", {})
@@ -984,7 +1132,7 @@ class SimpleIndexClient:
             if not all(type(v) is str for v in versions):
                 return None
             return files, versions
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None  # absent or damaged: ask the index
 
     def _write_cache(self, index_url: str, project: str, files: Sequence[IndexFile]) -> None:
@@ -1015,50 +1163,129 @@ def _lists_version(versions: Iterable[str], version: str) -> bool:
     return any(v == version or (wanted is not None and version_key(v) == wanted) for v in versions)
 
 
-def _describe(exc: BaseException | None) -> str:
+def _describe(exc: BaseException | None, timeout: float) -> str:
+    """What went wrong with a request, in a few words."""
     if isinstance(exc, socket.gaierror):
         return "the host name did not resolve"
     if isinstance(exc, TimeoutError):
-        return "timed out"
+        return f"no answer within {timeout:g} s"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed: {exc.reason or exc}"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the answer was cut short"
+    if isinstance(exc, http.client.HTTPException):
+        return "the answer was not valid HTTP"
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    if isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed"):
+        # http.client's message carries the proxy's status line: keep only printable ASCII.
+        said = re.sub(r"[^\x20-\x7e]", "", str(exc).partition(":")[2]).strip()[:80]
+        return f"the proxy refused to connect to the index: {said}"
     return type(exc).__name__ if exc is not None else "unknown error"
+
+
+def _gunzip(body: bytes, shown: str, project: str) -> bytes:
+    """A gzip body decompressed, refusing one that expands past the page size limit."""
+    out = bytearray()
+    data = body
+    try:
+        while data:
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            out += inflater.decompress(data, _MAX_BODY_BYTES + 1 - len(out))
+            if len(out) > _MAX_BODY_BYTES:
+                raise LockError(
+                    f"{shown} sent more than {_MAX_BODY_BYTES} bytes for {project}",
+                    hint="check that the index URL is right",
+                )
+            if not inflater.eof:
+                raise zlib.error("truncated")
+            data = inflater.unused_data
+    except zlib.error:
+        raise IndexUnreachableError(
+            f"{shown} sent a corrupt compressed page for {project}",
+            hint="try again; if it persists, check that the index URL is right",
+        ) from None
+    return bytes(out)
+
+
+class _NotAnIndexPageError(Exception):
+    """Why a page is not a simple-API page, for the one sentence the user reads."""
+
+
+# What a simple-API page links to: the kinds of file an index serves for a project.
+_DIST_SUFFIXES = (".whl", ".egg", ".exe", ".msi", ".rpm", ".dmg", ".deb", *_SDIST_SUFFIXES)
 
 
 def _parse_page(
     body: bytes, content_type: str, url: str, index_url: str, project: str
 ) -> tuple[IndexFile, ...]:
-    kind = content_type.split(";", 1)[0].strip().lower()
+    kind, _, params = content_type.partition(";")
+    kind = kind.strip().lower()
+    shown = shown_url(index_url)
     try:
         if kind.endswith("json"):
-            return _parse_json_page(json.loads(body))
+            return _parse_json_page(body)
         if kind in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
-            return _parse_html_page(body.decode("utf-8", errors="replace"), url)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return _parse_html_page(_page_text(body, params), url)
+    except _NotAnIndexPageError as exc:
         raise IndexUnreachableError(
-            f"{index_url} sent a page for {project} that is not a package index page ({exc})",
-            hint="check that the index URL points at a PEP 503 or PEP 691 simple index",
+            f"{shown} sent a page for {project} that is not a package index page ({exc})",
+            hint="check that the index URL points at a PEP 503 or PEP 691 simple index, and "
+            "that no proxy answers in its place",
         ) from None
+    shown_kind = re.sub(r"[^\x21-\x7e]", "", kind)[:60] or "no content type"
     raise IndexUnreachableError(
-        f"{index_url} answered with {kind!r} for {project}, not a package index page",
+        f"{shown} answered with {shown_kind!r} for {project}, not a package index page",
         hint="check that the index URL points at a PEP 503 or PEP 691 simple index",
     )
 
 
-def _parse_json_page(data: Any) -> tuple[IndexFile, ...]:
+def _parse_json_page(body: bytes) -> tuple[IndexFile, ...]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise _NotAnIndexPageError("it is not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise _NotAnIndexPageError("its JSON has no list of files")
+    meta = data.get("meta", {})
+    version = meta.get("api-version", "1.0") if isinstance(meta, dict) else None
+    if not isinstance(version, str) or version.split(".", 1)[0] != "1":
+        raise _NotAnIndexPageError("it declares a simple API version other than 1.x")
     files: list[IndexFile] = []
     for item in data["files"]:
+        if not isinstance(item, dict) or not isinstance(item.get("filename"), str):
+            raise _NotAnIndexPageError("a file in its JSON has no file name")
         hashes = item.get("hashes") or {}
+        if not isinstance(hashes, dict):
+            raise _NotAnIndexPageError("a file in its JSON has malformed hashes")
+        sha256 = hashes.get("sha256", "")
         files.append(
             IndexFile(
-                filename=str(item["filename"]),
-                sha256=str(hashes.get("sha256", "")).lower(),
+                filename=item["filename"],
+                sha256=sha256.lower() if isinstance(sha256, str) else "",
                 yanked=bool(item.get("yanked", False)),
             )
         )
     return tuple(files)
+
+
+def _page_text(body: bytes, content_type_params: str) -> str:
+    """The page as text: an HTML5 page is UTF-8 unless its content type names a charset."""
+    charset = "utf-8"
+    for param in content_type_params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            charset = value.strip().strip("\"'")
+    if b"\0" in body:
+        raise _NotAnIndexPageError("it is binary data, not HTML")
+    try:
+        return body.decode(charset)
+    except LookupError:
+        return body.decode("utf-8", errors="replace")
+    except UnicodeDecodeError:
+        raise _NotAnIndexPageError(f"it is not text in its encoding ({charset[:20]})") from None
 
 
 class _AnchorParser(HTMLParser):
@@ -1066,20 +1293,29 @@ class _AnchorParser(HTMLParser):
         super().__init__()
         self.base_url = base_url
         self.files: list[IndexFile] = []
+        self.tags = 0
+        self.anchors = 0
+        self.forms = 0  # <form> or a password field: a sign-in page, never an index
         self._href: str | None = None
         self._yanked = False
         self._text: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags += 1
         if tag == "base":
             href = dict(attrs).get("href")
             if href:
-                self.base_url = urljoin(self.base_url, href)
+                self.base_url = _join_url(self.base_url, href)
         elif tag == "a":
+            self.anchors += 1
             values = dict(attrs)
             self._href = values.get("href") or ""
             self._yanked = "data-yanked" in values
             self._text = []
+        elif tag == "form" or (
+            tag == "input" and (dict(attrs).get("type") or "").lower() == "password"
+        ):
+            self.forms += 1
 
     def handle_data(self, data: str) -> None:
         if self._href is not None:
@@ -1089,7 +1325,7 @@ class _AnchorParser(HTMLParser):
         if tag != "a" or self._href is None:
             return
         href, self._href = self._href, None
-        link, _, fragment = urljoin(self.base_url, href).partition("#")
+        link, _, fragment = _join_url(self.base_url, href).partition("#")
         name = "".join(self._text).strip() or unquote(link.rsplit("/", 1)[-1])
         algorithm, _, digest = fragment.partition("=")
         self.files.append(
@@ -1101,8 +1337,27 @@ class _AnchorParser(HTMLParser):
         )
 
 
+def _join_url(base: str, href: str) -> str:
+    try:
+        return urljoin(base, href)
+    except ValueError:  # a malformed link (an unclosed IPv6 bracket): keep it as written
+        return href
+
+
 def _parse_html_page(text: str, url: str) -> tuple[IndexFile, ...]:
     parser = _AnchorParser(url)
-    parser.feed(text)
-    parser.close()
-    return tuple(parser.files)
+    try:
+        parser.feed(text)
+        parser.close()
+    except (AssertionError, ValueError, RecursionError):  # html.parser's own give-ups
+        raise _NotAnIndexPageError("the HTML parser cannot read it") from None
+    files = tuple(parser.files)
+    if any(f.filename.lower().endswith(_DIST_SUFFIXES) for f in files):
+        return files
+    if parser.forms:
+        raise _NotAnIndexPageError("it is a sign-in page; a proxy or the index wants credentials")
+    if parser.anchors:
+        raise _NotAnIndexPageError("none of its links is a package file")
+    if not parser.tags:
+        raise _NotAnIndexPageError("it is not HTML")
+    return files  # an HTML page without links: a project with no files

@@ -736,3 +736,41 @@ class TestBaseProvided:
         result = lock_packages(with_packages(torch), FakeIndex())
         assert [n.name for n in result.unlockable] == ["torch"]
         assert result.base_provided == ()
+
+
+class TestAnIndexThatKnowsNothing:
+    """An index that has none of several projects asked of it is a wrong index URL (or a proxy
+    answering 404 for everything), not a list of unlockable packages."""
+
+    WRONG = "https://mirror.example.org/simpel"
+
+    def test_several_projects_all_missing_is_one_lock_error(self, tmp_path: Path) -> None:
+        """Three packages, none on their index: one sentence naming the index and them, exit
+        code 2, and no lock file written."""
+        manifest = with_packages(
+            *(Package(name=name, version="1.0") for name in ("six", "numpy", "scipy")),
+            index_url=self.WRONG,
+        )
+        run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
+        with pytest.raises(LockError) as info:
+            lock_run(run, source=FakeIndex())
+        assert str(info.value).startswith(
+            f"{self.WRONG} has none of the 3 projects asked of it (numpy, scipy, six); "
+        )
+        assert info.value.exit_code == 2
+        assert list(tmp_path.iterdir()) == []
+
+    def test_one_missing_project_is_still_unlockable(self) -> None:
+        """A single project the index lacks may really be gone: it is reported, not fatal."""
+        manifest = with_packages(Package(name="ghost", version="1.0"), index_url=self.WRONG)
+        result = lock_packages(manifest, FakeIndex())
+        assert [(n.name, n.reason) for n in result.unlockable] == [
+            ("ghost", f"{self.WRONG} has no project named ghost")
+        ]
+
+    def test_an_index_serving_some_projects_is_asked_no_further(self) -> None:
+        """One project found on the index is enough: the missing ones are unlockable."""
+        packages = (Package(name="numpy", version="2.1.3"), Package(name="ghost", version="1.0"))
+        result = lock_packages(with_packages(*packages), FakeIndex())
+        assert [n.name for n in result.unlockable] == ["ghost"]
+        assert result.locked_index == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 from typing import ClassVar
 
 import pytest
@@ -196,3 +198,59 @@ class TestModels:
             class _WithClassVar(Model):
                 limit: ClassVar[int] = 3
                 name: str = ""
+
+
+class TestReader:
+    """The reader checks each row against its model without re-deriving the model per row."""
+
+    def test_type_hints_are_resolved_once_per_class_not_per_row(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Reading 2,000 params resolves no model's type hints more than once."""
+        params = tuple(Param(key=f"p{i:04d}", value=i, source="file") for i in range(2000))
+        text = dumps_manifest(seal(sample_manifest(params=params)))
+        resolved: list[object] = []
+        real = typing.get_type_hints
+
+        def counting(cls: object, *args: object, **kwargs: object) -> dict[str, object]:
+            resolved.append(cls)
+            return real(cls, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(typing, "get_type_hints", counting)
+        assert loads_manifest(text, "m.toml").params == params
+        assert len(resolved) == len(set(resolved)) < 30
+
+    def test_every_param_value_type_reads_back_as_itself(self) -> None:
+        """bool, int, float, str and mixed lists keep their exact types: True is not 1, and
+        1.0 is not 1."""
+        values: tuple[object, ...] = (True, False, 1, 0, 1.0, -2.5, "1", "", (1, "a", True, 2.5))
+        params = tuple(
+            Param(key=f"p{i}", value=v, source="cli")  # type: ignore[arg-type]
+            for i, v in enumerate(values)
+        )
+        again = loads_manifest(dumps_manifest(seal(sample_manifest(params=params))), "m.toml")
+        read = tuple(p.value for p in again.params)
+        assert read == values
+        assert [type(v) for v in read] == [type(v) for v in values]
+        assert [type(v) for v in read[-1]] == [int, str, bool, float]  # type: ignore[union-attr]
+
+    @pytest.mark.parametrize(
+        ("edit", "where"),
+        [
+            (("value = 0.1", "value = {x = 1}"), "params[0].value"),
+            (("value = 0.1", "value = [1, {x = 1}]"), "params[0].value"),
+            (('source = "cli"', 'source = "elsewhere"'), "params[0].source"),
+            (('source = "cli"', "source = 1"), "params[0].source"),
+            (("cpu_count = 2", "cpu_count = true"), "host.cpu_count"),
+            (("cpu_count = 2", "cpu_count = 2.5"), "host.cpu_count"),
+        ],
+    )
+    def test_wrong_types_are_still_refused_with_their_path(
+        self, edit: tuple[str, str], where: str
+    ) -> None:
+        """The fast paths accept exactly what the slow ones did: a table, an unknown literal or
+        a bool where an int belongs is named by its path."""
+        text = dumps_manifest(seal(sample_manifest()))
+        assert edit[0] in text
+        with pytest.raises(ManifestError, match=re.escape(f"malformed value at {where!r}")):
+            loads_manifest(text.replace(edit[0], edit[1], 1), "m.toml")
