@@ -129,9 +129,6 @@ class PackageNote:
     reason: str
 
 
-Unlockable = PackageNote
-
-
 @dataclass(frozen=True, kw_only=True)
 class LockResult:
     """The lock files' text for one manifest, and what could not be locked."""
@@ -767,17 +764,82 @@ def _fsync_dir(path: Path) -> None:
 
 
 def lock_run(
-    run: StoredRun,
-    *,
-    source: HashSource | None = None,
-    cache_dir: Path | None = None,
-    provided: Mapping[str, str] | None = None,
+    run: StoredRun, *, source: HashSource | None = None, cache_dir: Path | None = None
 ) -> tuple[LockResult, list[Path]]:
-    """Lock a stored run and write its lock files beside its manifest."""
-    result = lock_packages(
-        run.manifest, source or SimpleIndexClient(cache_dir=cache_dir), provided=provided
-    )
+    """Lock a stored run and write its lock files beside its manifest, once: a run locked
+    before keeps its lock files (read back and checked, no index asked), so what they say never
+    depends on which command ran last."""
+    existing = read_lock_files(run)
+    if existing is not None:
+        return existing
+    result = lock_packages(run.manifest, source or SimpleIndexClient(cache_dir=cache_dir))
     return result, write_lock_files(run.directory, result)
+
+
+def read_lock_files(run: StoredRun) -> tuple[LockResult, list[Path]] | None:
+    """The lock a run was given before (None when it has none), verified against the hashes
+    ``lock.toml`` records; a lock file changed after writing is an error, never used."""
+    import tomllib
+
+    summary_path = run.directory / SUMMARY_FILE
+    try:
+        summary = tomllib.loads(summary_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise _changed_lock(summary_path, f"it cannot be read ({exc})") from None
+    if summary.get("schema") != LOCK_SCHEMA or summary.get("run_id") != run.run_id:
+        raise _changed_lock(summary_path, "it belongs to another run or schema")
+    files = summary.get("files")
+    if not isinstance(files, dict) or REQUIREMENTS_FILE not in files:
+        raise _changed_lock(summary_path, "it lists no requirements file")
+    texts: dict[str, str] = {}
+    for name, digest in sorted(files.items()):
+        path = run.directory / str(name)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise _changed_lock(path, "it is missing") from None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise _changed_lock(path, "its content does not match lock.toml")
+        texts[str(name)] = data.decode("utf-8", errors="replace")
+    counts = summary.get("counts", {})
+
+    def notes(key: str) -> tuple[PackageNote, ...]:
+        return tuple(
+            PackageNote(
+                manager="conda" if n.get("manager") == "conda" else "pip",
+                name=str(n.get("name", "")),
+                version=str(n.get("version", "")),
+                reason=str(n.get("reason", "")),
+            )
+            for n in summary.get(key, [])
+            if isinstance(n, dict)
+        )
+
+    result = LockResult(
+        run_id=run.run_id,
+        manifest_digest=str(summary.get("manifest_digest", "")),
+        requirements=texts[REQUIREMENTS_FILE],
+        vcs_requirements=texts.get(VCS_FILE, ""),
+        conda_explicit=texts.get(CONDA_EXPLICIT_FILE, ""),
+        conda_lock=texts.get(CONDA_LOCK_FILE, ""),
+        locked_index=int(counts.get("index", 0)),
+        locked_url=int(counts.get("url", 0)),
+        locked_vcs=int(counts.get("vcs", 0)),
+        locked_conda=int(counts.get("conda", 0)),
+        unlockable=notes("unlockable"),
+        covered_elsewhere=notes("covered_elsewhere"),
+    )
+    paths = [run.directory / name for name in result.file_texts()] + [summary_path]
+    return result, paths
+
+
+def _changed_lock(path: Path, why: str) -> LockError:
+    return LockError(
+        f"the lock file {path} was changed after it was written ({why})",
+        hint="restore the run directory from a backup, or capture the run again",
+    )
 
 
 # --- the index client --------------------------------------------------------------------------

@@ -372,10 +372,6 @@ class Result(Model):
     metrics: Mapping[str, float] = field(default_factory=dict)
 
 
-# Sections that decide what an image must contain; two runs sharing them share an image.
-ENV_ID_SECTIONS = ("python", "conda", "cuda", "container")
-
-
 def compute_env_id(manifest: Manifest) -> str:
     """Hash the sections that decide the image, so equal environments share one built image."""
     return _env_id(to_data(manifest))

@@ -617,6 +617,31 @@ class TestWriting:
         assert result.locked_index == 1
         assert [p.parent for p in paths] == [tmp_path, tmp_path]
 
+    def test_a_run_is_locked_once(self, tmp_path: Path) -> None:
+        """A second lock reads the lock files back without asking the index and leaves their
+        bytes alone, so they never depend on which command ran last."""
+        manifest = with_packages(Package(name="numpy", version="2.1.3"))
+        run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
+        first, paths = lock_run(run, source=FakeIndex())
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
+        index = FakeIndex()
+        again, again_paths = lock_run(run, source=index)
+        assert index.asked == []
+        assert sorted(again_paths) == sorted(paths)
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths} == before
+        assert again.requirements == first.requirements
+        assert again.locked_index == first.locked_index == 1
+
+    def test_a_lock_file_changed_after_writing_is_refused(self, tmp_path: Path) -> None:
+        """An edited requirements lock is reported in one sentence, never used."""
+        manifest = with_packages(Package(name="numpy", version="2.1.3"))
+        run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
+        lock_run(run, source=FakeIndex())
+        path = tmp_path / REQUIREMENTS_FILE
+        path.write_text(path.read_text() + "evil==1.0\n")
+        with pytest.raises(LockError, match="changed after it was written"):
+            lock_run(run, source=FakeIndex())
+
 
 class CannedClient(SimpleIndexClient):
     """The real client with its network call replaced by canned pages."""
