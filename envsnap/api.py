@@ -112,7 +112,11 @@ def capture(
     context = CaptureContext(
         cwd=ws.cwd, env=ws.env, now=now_utc(), repo_root=ws.repo_root, config=ws.config
     )
-    return record(request, context, ws.store)
+    captured = record(request, context, ws.store)
+    from envsnap.integrations import remember_capture  # trackers started later tag this run
+
+    remember_capture(captured.run_id, ws.store.root)
+    return captured
 
 
 def run_recorded(

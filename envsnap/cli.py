@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 
 import click
 
+from envsnap.completion import complete_run
 from envsnap.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, EnvsnapError, InterruptError
+from envsnap.version import version_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,7 +83,7 @@ def rebuild_option(func: F) -> F:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo the external commands envsnap runs.")
-@click.version_option(package_name="envsnap", message="envsnap %(version)s")
+@click.version_option(version_text(), message="%(version)s")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Capture an ML experiment's environment, rebuild it, rerun it and report drift."""
@@ -200,7 +202,7 @@ def list_runs(store_dir: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("run")
+@click.argument("run", shell_complete=complete_run)
 @store_option
 @json_option
 def show(run: str, store_dir: Path | None, as_json: bool) -> None:
@@ -215,8 +217,8 @@ def show(run: str, store_dir: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("old")
-@click.argument("new")
+@click.argument("old", shell_complete=complete_run)
+@click.argument("new", shell_complete=complete_run)
 @all_option
 @fail_on_option
 @markdown_option
@@ -245,7 +247,7 @@ def diff(
 
 
 @cli.command()
-@click.argument("run")
+@click.argument("run", shell_complete=complete_run)
 @store_option
 @json_option
 def lock(run: str, store_dir: Path | None, as_json: bool) -> None:
@@ -274,7 +276,7 @@ def lock(run: str, store_dir: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("run")
+@click.argument("run", shell_complete=complete_run)
 @base_option
 @click.option(
     "--push", default="", metavar="REPOSITORY", help="Push the image and record its digest."
@@ -339,7 +341,7 @@ def _build_progress(verbose: bool) -> Callable[[str], None] | None:
 
 
 @cli.command()
-@click.argument("run")
+@click.argument("run", shell_complete=complete_run)
 @click.option(
     "--gpus",
     default="",
@@ -511,6 +513,77 @@ def ci_init(manifest: str, fail_on: str, target: Path, force: bool) -> None:
 
     written = ci_workflow.write_workflow(target, manifest=manifest, fail_on=fail_on, force=force)
     click.echo(str(written))
+
+
+@cli.command()
+@click.argument("run", shell_complete=complete_run)
+@click.option("--to", "tracker", type=click.Choice(["mlflow", "wandb"]), required=True)
+@click.option("--experiment", default="", help="MLflow experiment (created when missing).")
+@click.option("--project", default="", help="W&B project (default: WANDB_PROJECT).")
+@click.option("--run-id", "tracker_run_id", default="", help="Log into this tracker run.")
+@store_option
+def export(
+    run: str,
+    tracker: str,
+    experiment: str,
+    project: str,
+    tracker_run_id: str,
+    store_dir: Path | None,
+) -> None:
+    """Log a run's manifest, result, lock files, params and metrics to MLflow or W&B."""
+    from envsnap.integrations import export_run
+
+    done = export_run(
+        run,
+        to=tracker,
+        store=store_dir,
+        experiment=experiment,
+        project=project,
+        tracker_run_id=tracker_run_id,
+    )
+    click.echo(done.tracker_run_id)
+    click.echo(f"envsnap: exported {', '.join(done.files)} to {done.location}", err=True)
+
+
+@cli.command("gc")
+@click.option("--older-than", default="", metavar="AGE", help="Runs older than this (7d, 12h).")
+@click.option("--name", "names", multiple=True, metavar="GLOB", help="Runs named so (repeatable).")
+@click.option(
+    "--tag", "tags", multiple=True, metavar="K=V", help="Runs with this tag (repeatable)."
+)
+@click.option("--keep-images", is_flag=True, help="Leave images no run uses.")
+@click.option("--force", is_flag=True, help="Also remove runs a rerun points to.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@store_option
+@json_option
+def gc_command(
+    older_than: str,
+    names: tuple[str, ...],
+    tags: tuple[str, ...],
+    keep_images: bool,
+    force: bool,
+    dry_run: bool,
+    store_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Remove runs by age, name or tag (all given must match), and images no run uses."""
+    from envsnap import api, gc
+
+    plan = gc.collect(
+        api.workspace(store_dir).store,
+        older_than=older_than,
+        names=names,
+        tags=gc.parse_tag_filters(tags),
+        force=force,
+        images=not keep_images,
+        dry_run=dry_run,
+    )
+    if as_json:
+        import json
+
+        click.echo(json.dumps(plan.to_json(dry_run=dry_run), indent=2))
+    else:
+        click.echo("\n".join(gc.describe(plan, dry_run=dry_run)))
 
 
 def debug_requested(args: list[str]) -> bool:

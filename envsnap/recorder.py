@@ -358,6 +358,7 @@ def execute(
 
     child_env = dict(env)
     child_env["ENVSNAP_RUN_ID"] = run.run_id
+    child_env["ENVSNAP_STORE_DIR"] = str(store.root.absolute())  # trackers inside find the run
     if "global" in run.manifest.seeds:
         child_env["ENVSNAP_SEED"] = str(run.manifest.seeds["global"])
     declared = run.manifest.outputs

@@ -144,6 +144,27 @@ class Store:
             tmp.unlink(missing_ok=True)
         return target
 
+    def remove_run(self, run_id: str) -> None:
+        """Remove a run: one rename moves its directory out of ``runs/`` into ``tmp/`` (so a kill
+        at any moment leaves the whole run or none of it), then the moved copy is deleted."""
+        if not RUN_ID.match(run_id):
+            raise RunNotFoundError(f"{run_id!r} is not a run id", hint="see 'envsnap list'")
+        directory = self.runs_dir / run_id
+        if directory.is_symlink() or not directory.is_dir():
+            raise RunNotFoundError(f"no run {run_id} in {self.root}", hint="see 'envsnap list'")
+        self._ensure_dirs()
+        doomed = self._tmp_dir / f"{run_id}.removed.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            directory.rename(doomed)
+            _fsync_dir(self.runs_dir)
+        except OSError as exc:
+            raise StoreError(
+                f"run {run_id} could not be removed from {self.root} ({exc.strerror or exc}); "
+                "it is still there, whole",
+                hint="check that the store is writable",
+            ) from None
+        _remove_tree(doomed)
+
     def import_run(self, source: Path) -> Path:
         """Copy a run recorded elsewhere (a rerun's container store) into this store, atomically.
 

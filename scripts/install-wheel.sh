@@ -4,14 +4,16 @@
 # your uncommitted work would hold, never a stale build/ folder), and installs it into a fresh
 # virtual environment. The demo and the integration tests run this install, not the editable one.
 #
-# Usage: scripts/install-wheel.sh VENV_DIR [WHEEL_DIR]
+# Usage: scripts/install-wheel.sh VENV_DIR [WHEEL_DIR] [EXTRAS]
 #   VENV_DIR   recreated from scratch (default .venv-wheel)
 #   WHEEL_DIR  where the wheel is left (default dist/)
+#   EXTRAS     extras to install with it, comma-separated (e.g. mlflow,wandb; default none)
 # Prints the wheel's path on stdout.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-$repo/.venv-wheel}"
 wheels="${2:-$repo/dist}"
+extras="${3:-}"
 python="${PYTHON:-python3}"
 
 src="$(mktemp -d "${TMPDIR:-/tmp}/envsnap-wheel-src.XXXXXX")"
@@ -31,5 +33,5 @@ wheel="$(ls "$wheels"/envsnap-*.whl)"
 echo "==> installing $(basename "$wheel") into a fresh venv" >&2
 rm -rf "$venv"
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel" >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel${extras:+[$extras]}" >&2
 echo "$wheel"

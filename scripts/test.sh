@@ -19,9 +19,15 @@ echo "==> actionlint"
 echo "==> mypy (strict)"
 "$venv/mypy"
 echo "==> envsnap as users install it: a wheel of this repository in a fresh venv"
-ENVSNAP_TEST_WHEEL="$(bash scripts/install-wheel.sh "$repo/.venv-wheel" "$repo/dist")"
+# With the tracker extras: the MLflow plugin and `envsnap export` are tested as users install them.
+ENVSNAP_TEST_WHEEL="$(bash scripts/install-wheel.sh "$repo/.venv-wheel" "$repo/dist" mlflow,wandb)"
 export ENVSNAP_TEST_WHEEL ENVSNAP_TEST_PYTHON="$repo/.venv-wheel/bin/python"
 echo "==> docker engine, registry and test base images"
 bash scripts/docker-env.sh
+echo "==> MLflow tracking server (SQLite backend, local artifact store) for the integration tests"
+mlflow_dir="$(mktemp -d "${TMPDIR:-/tmp}/envsnap-mlflow.XXXXXX")"
+trap 'kill -- -"$(cat "$mlflow_dir/server.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$mlflow_dir"' EXIT
+MLFLOW_TEST_TRACKING_URI="$(bash scripts/mlflow-server.sh "$mlflow_dir")"
+export MLFLOW_TEST_TRACKING_URI
 echo "==> pytest"
 "$venv/pytest" tests "$@"
