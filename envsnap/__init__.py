@@ -33,12 +33,12 @@ if TYPE_CHECKING:
         rerun,
         run_recorded,
     )
-    from envsnap.seeding import seed_everything
+    from envsnap.capturing.seeding import seed_everything
 
 
 def __getattr__(name: str) -> Any:
     if name == "seed_everything":
-        from envsnap.seeding import seed_everything
+        from envsnap.capturing.seeding import seed_everything
 
         return seed_everything
     if name in __all__:

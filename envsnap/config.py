@@ -155,7 +155,7 @@ def _check_drift_pattern(pattern: str, origin: str) -> None:
     import dataclasses
     import fnmatch
 
-    from envsnap.drift import CATEGORY_ORDER  # here, not above: drift imports this module
+    from envsnap.drift.compare import CATEGORY_ORDER  # here, not above: drift imports this module
     from envsnap.manifest import Manifest
 
     if any(fnmatch.fnmatchcase(category, pattern) for category in CATEGORY_ORDER):

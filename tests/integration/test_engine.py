@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.engine import (
+from envsnap.errors import InterruptError
+from envsnap.image.engine import (
     EXIT_TIMEOUT,
     BuildError,
     Engine,
@@ -25,7 +26,6 @@ from envsnap.engine import (
     ImageNotFoundError,
     ImageNotPinnableError,
 )
-from envsnap.errors import InterruptError
 
 pytestmark = pytest.mark.integration
 

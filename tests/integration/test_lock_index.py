@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.lock import (
+from envsnap.locking.lockfiles import (
     IndexFile,
     IndexQuery,
     IndexUnreachableError,

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envsnap.build import BuildOptions, BuiltImage, _same_base, build_run, build_tool_wheel
-from envsnap.engine import ImageInfo
-from envsnap.lock import IndexFile, IndexQuery, lock_run
+from envsnap.image.build import BuildOptions, BuiltImage, _same_base, build_run, build_tool_wheel
+from envsnap.image.engine import ImageInfo
+from envsnap.locking.lockfiles import IndexFile, IndexQuery, lock_run
 from envsnap.manifest import Package, Python
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest

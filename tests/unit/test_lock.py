@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from envsnap.errors import EnvsnapError
-from envsnap.lock import (
+from envsnap.locking.lockfiles import (
     CONDA_EXPLICIT_FILE,
     CONDA_LOCK_FILE,
     REQUIREMENTS_FILE,

@@ -21,7 +21,7 @@ import pytest
 
 from envsnap import cli
 from envsnap.errors import EXIT_ERROR
-from envsnap.lock import (
+from envsnap.locking.lockfiles import (
     REQUIREMENTS_FILE,
     IndexFile,
     IndexQuery,
@@ -279,7 +279,7 @@ class TestEveryFaultIsOneSentence:
         self, serve: Callable[[Answer], FaultServer], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A gzip bomb is stopped at the page size limit, not inflated whole."""
-        monkeypatch.setattr("envsnap.lock._MAX_BODY_BYTES", 1024 * 1024)
+        monkeypatch.setattr("envsnap.locking.lockfiles._MAX_BODY_BYTES", 1024 * 1024)
         server = serve(gzip_answer(gzip.compress(b"\0" * (4 * 1024 * 1024))))
         index = index_with_secrets(server.port)
         with pytest.raises(LockError) as info:

@@ -12,12 +12,9 @@ from typing import NoReturn
 
 import pytest
 
-from envsnap import recorder, store
-from envsnap.command import CommandOutcome
-from envsnap.config import Config
-from envsnap.errors import EnvsnapError, UsageError
-from envsnap.manifest import Git, Outputs
-from envsnap.recorder import (
+from envsnap import store
+from envsnap.capturing import capture as recorder
+from envsnap.capturing.capture import (
     CaptureContext,
     CapturedRun,
     CaptureRequest,
@@ -27,6 +24,10 @@ from envsnap.recorder import (
     execute,
     inside_repo,
 )
+from envsnap.capturing.command import CommandOutcome
+from envsnap.config import Config
+from envsnap.errors import EnvsnapError, UsageError
+from envsnap.manifest import Git, Outputs
 from envsnap.store import Store
 from tests.conftest import sample_manifest
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from envsnap.errors import EnvsnapError, InterruptError
-from envsnap.imageref import familiar_name, parse_reference
+from envsnap.image.reference import familiar_name, parse_reference
 
 Echo = Callable[[str], None]
 LineSink = Callable[[str], None]

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from envsnap.capturing.redact import clean_url
 from envsnap.manifest import Model, Package, PackageSource, Python, Tool, model
-from envsnap.redact import clean_url
 
 DEFAULT_INDEX_URLS = frozenset(
     {

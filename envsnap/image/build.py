@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envsnap.errors import UsageError
-from envsnap.image import (
+from envsnap.image.plan import (
     BaseChoice,
     choose_base,
     image_tag,
@@ -34,8 +34,8 @@ from envsnap.manifest import Conda, Manifest, Package, Python
 from envsnap.store import Store, StoredRun
 
 if TYPE_CHECKING:
-    from envsnap.engine import Engine, ImageInfo
-    from envsnap.lock import HashSource, LockResult
+    from envsnap.image.engine import Engine, ImageInfo
+    from envsnap.locking.lockfiles import HashSource, LockResult
 
 IMAGE_FILE = "image.toml"
 IMAGE_SCHEMA = "envsnap.image/1"
@@ -111,7 +111,7 @@ def build_run(
     on_line: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Build (or reuse) the image for a stored run and record it in image.toml."""
-    from envsnap.lock import SUMMARY_FILE, SimpleIndexClient, lock_packages, lock_run
+    from envsnap.locking.lockfiles import SUMMARY_FILE, SimpleIndexClient, lock_packages, lock_run
 
     started = time.monotonic()
     manifest = run.manifest
@@ -171,7 +171,7 @@ def _same_base(built_on: str, asked: str) -> bool:
     """Whether an image built on ``built_on`` (pinned) serves a build that asks for ``asked``:
     nothing asked, the same digest, or, for a tag, the same repository (the tag was resolved
     when the image was built; a rebuild resolves it again)."""
-    from envsnap.imageref import is_reference, parse_reference
+    from envsnap.image.reference import is_reference, parse_reference
 
     if not asked:
         return True
@@ -208,7 +208,7 @@ def base_packages(engine: Engine, base: str, *, python: str = "python3") -> dict
     container (no network)."""
     import json
 
-    from envsnap.engine import BuildError
+    from envsnap.image.engine import BuildError
 
     lines: list[str] = []
     name = f"envsnap-base-packages-{os.urandom(4).hex()}"
@@ -318,7 +318,7 @@ def _project_files(
 ) -> dict[str, bytes]:
     """The project's tracked files at the recorded commit plus diff, as ``project/...`` context
     entries, for its editable packages."""
-    from envsnap.worktree import materialize
+    from envsnap.rerunning.worktree import materialize
 
     names = ", ".join(p.name for p in run.manifest.python.packages if p.source == "editable")
     if options.repo_root is None:
@@ -339,7 +339,7 @@ def _project_files(
 
 
 def _push(engine: Engine, built: BuiltImage, repository: str) -> BuiltImage:
-    from envsnap.imageref import parse_reference
+    from envsnap.image.reference import parse_reference
 
     tag = parse_reference(built.reference, "the built image").tag
     pushed_to = parse_reference(repository, "--push")
@@ -393,8 +393,8 @@ def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltIm
 def _pull_recorded(engine: Engine, registry_ref: str, reference: str) -> ImageInfo | None:
     """The image pushed earlier, pulled by its digest and tagged as built; None when the
     registry no longer has it (then it is built again)."""
-    from envsnap.engine import ImageNotFoundError
-    from envsnap.image import check_reference, is_pinned
+    from envsnap.image.engine import ImageNotFoundError
+    from envsnap.image.plan import check_reference, is_pinned
 
     if not is_pinned(registry_ref):
         return None
@@ -420,7 +420,7 @@ def _recorded_image_id(store: Store, env_id: str) -> str:
 def _remove_replaced(engine: Engine, image_id: str) -> None:
     """A rebuild moved the environment's tag to a new image; the old one, now untagged, goes
     too, unless something still uses it (a container, another tag): then it stays."""
-    from envsnap.engine import EngineError
+    from envsnap.image.engine import EngineError
 
     info = engine.inspect_image(image_id)
     if info is None or info.repo_tags:
@@ -588,7 +588,7 @@ def _tool_dependencies() -> list[tuple[str, str]]:
 
 def lock_tool_requirements(source: HashSource | None, *, cache_dir: Path | None) -> str:
     """Hash-locked requirements for envsnap's own dependencies in the image."""
-    from envsnap.lock import SimpleIndexClient, lock_packages
+    from envsnap.locking.lockfiles import SimpleIndexClient, lock_packages
     from envsnap.manifest import Tool
 
     packages = tuple(Package(name=name, version=version) for name, version in _tool_dependencies())

@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
+from envsnap.capturing.redact import REDACTED
 from envsnap.config import MetricTolerance
 from envsnap.errors import EnvsnapError, InterruptError, UsageError
-from envsnap.image import CODE_DIR
+from envsnap.image.plan import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
-from envsnap.redact import REDACTED
 
 if TYPE_CHECKING:
-    from envsnap.build import BuildOptions, BuiltImage
     from envsnap.config import Config
-    from envsnap.drift import DriftReport, Severity
-    from envsnap.engine import Engine, Mount
+    from envsnap.drift.compare import DriftReport, Severity
+    from envsnap.image.build import BuildOptions, BuiltImage
+    from envsnap.image.engine import Engine, Mount
     from envsnap.store import Store, StoredRun
 
 CONTAINER_ORIGINAL = "/envsnap/original"
@@ -279,9 +279,9 @@ def rerun_run(
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
     """Rerun a stored run in its image and compare the new run with it."""
-    from envsnap.build import build_run
-    from envsnap.engine import EXIT_TIMEOUT
-    from envsnap.worktree import materialize
+    from envsnap.image.build import build_run
+    from envsnap.image.engine import EXIT_TIMEOUT
+    from envsnap.rerunning.worktree import materialize
 
     manifest = stored.manifest
     plan = _preflight(stored, options, repo_root=repo_root, cwd=cwd, env=env, echo=echo)
@@ -362,9 +362,9 @@ def _preflight(
     echo: Callable[[str], None] | None,
 ) -> _Preflight:
     """Every check that can refuse a rerun, done before the engine is asked anything."""
-    from envsnap.probes.data import fingerprint_data
-    from envsnap.probes.gpu import capture_gpu
-    from envsnap.worktree import CodeError, check_commit, check_restorable
+    from envsnap.capturing.probes.data import fingerprint_data
+    from envsnap.capturing.probes.gpu import capture_gpu
+    from envsnap.rerunning.worktree import CodeError, check_commit, check_restorable
 
     manifest = stored.manifest
     check_rerunnable(manifest)
@@ -411,7 +411,7 @@ def _mounts(
 ) -> list[Mount]:
     """Code and scratch store writable; the original manifest and every data path read-only,
     data at the place the command saw it."""
-    from envsnap.engine import Mount
+    from envsnap.image.engine import Mount
 
     mounts = [
         Mount(source=code, target=CODE_DIR, read_only=False),
@@ -429,7 +429,7 @@ def _mounts(
 
 def container_environment(manifest: Manifest, supplied: Mapping[str, str]) -> dict[str, str]:
     """The recorded allow-listed variables and determinism settings, plus what --env supplies."""
-    from envsnap.redact import DETERMINISM_VARIABLES
+    from envsnap.capturing.redact import DETERMINISM_VARIABLES
 
     values = dict(manifest.environment)
     values.update((k, v) for k, v in manifest.determinism.items() if k in DETERMINISM_VARIABLES)
@@ -469,7 +469,7 @@ def _write_stopped_result(
     run_dir: Path, exit_code: int, interrupted: bool, timeout_s: float | None
 ) -> None:
     """A container stopped before the command ended wrote no result; record that it stopped."""
-    from envsnap.recorder import now_utc
+    from envsnap.capturing.capture import now_utc
     from envsnap.store import Store, load_run_dir
 
     run = load_run_dir(run_dir)
@@ -494,7 +494,7 @@ def _write_stopped_result(
 def _compare(
     stored: StoredRun, directory: Path, config: Config, options: RerunOptions
 ) -> DriftReport:
-    from envsnap.drift import compare
+    from envsnap.drift.compare import compare
     from envsnap.store import load_run_dir
 
     new = load_run_dir(directory)
@@ -524,9 +524,9 @@ def replay(
 ) -> Result:
     """Inside the rerun container: capture this environment as a rerun of ``original`` with the
     original's command, parameters, seeds, data and outputs, run the command, write the result."""
+    from envsnap.capturing.capture import CaptureContext, CaptureRequest, capture, execute, now_utc
+    from envsnap.capturing.probes.git import find_repo_root
     from envsnap.manifest import read_manifest
-    from envsnap.probes.git import find_repo_root
-    from envsnap.recorder import CaptureContext, CaptureRequest, capture, execute, now_utc
 
     manifest = read_manifest(original)
     request = CaptureRequest(

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
+from envsnap.capturing.redact import clean_url, strip_url_credentials
 from envsnap.errors import EnvsnapError
 from envsnap.manifest import CondaPackage, Manifest, Package
-from envsnap.redact import clean_url, strip_url_credentials
 from envsnap.store import StoredRun
 
 LOCK_SCHEMA = "envsnap.lock/1"
