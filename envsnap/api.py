@@ -20,10 +20,11 @@ from envsnap.manifest import Result
 from envsnap.store import Store, StoredRun
 
 if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
-    from envsnap.drift.compare import DriftReport, Severity
+    from envsnap.drift.compare import DriftReport
+    from envsnap.drift.outcome import RerunOutcome
+    from envsnap.drift.rules import Severity
     from envsnap.image.build import BuildOptions, BuiltImage
     from envsnap.locking.lockfiles import LockResult
-    from envsnap.rerunning.rerun import RerunOutcome
 
 STORE_DIR_NAME = ".envsnap"
 

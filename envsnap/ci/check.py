@@ -11,7 +11,8 @@ from pathlib import Path
 
 from envsnap.capturing.capture import CaptureContext, CaptureRequest, build_manifest, now_utc
 from envsnap.config import Config
-from envsnap.drift.compare import DriftReport, Severity, compare
+from envsnap.drift.compare import DriftReport, compare
+from envsnap.drift.rules import Severity
 from envsnap.errors import UsageError
 from envsnap.manifest import read_manifest
 from envsnap.store import MANIFEST_FILE

@@ -9,11 +9,12 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from envsnap.drift.compare import SEVERITY_ORDER, DriftReport, FieldDrift, MetricDrift
+from envsnap.drift.compare import DriftReport, FieldDrift, MetricDrift
+from envsnap.drift.rules import SEVERITY_ORDER
 from envsnap.manifest import Manifest, Result, to_data
 
 if TYPE_CHECKING:
-    from envsnap.rerunning.rerun import RerunOutcome
+    from envsnap.drift.outcome import RerunOutcome
 
 _MAX_SHOWN = 60
 

@@ -32,6 +32,7 @@ from envsnap.image.plan import (
 )
 from envsnap.manifest import Conda, Manifest, Package, Python
 from envsnap.store import Store, StoredRun
+from envsnap.version import __version__
 
 if TYPE_CHECKING:
     from envsnap.image.engine import Engine, ImageInfo
@@ -239,7 +240,6 @@ def _build(
     options: BuildOptions,
     on_line: Callable[[str], None] | None,
 ) -> BuiltImage:
-    import envsnap
     from envsnap.template import read_template_bytes
 
     manifest = run.manifest
@@ -266,7 +266,7 @@ def _build(
             base=base,
             tool_wheel=wheel_name,
             has_vcs=bool(lock.vcs_requirements),
-            envsnap_version=envsnap.__version__,
+            envsnap_version=__version__,
             editables=editables,
             adds_python=choice.adds_python,
         )
@@ -533,10 +533,8 @@ def build_tool_wheel() -> tuple[str, bytes]:
     Works however envsnap was installed (index, local, editable): the package directory is
     zipped with fixed times and the metadata written afresh.
     """
-    import envsnap
-
-    version = envsnap.__version__
-    package_dir = Path(envsnap.__file__).parent
+    version = __version__
+    package_dir = Path(__file__).resolve().parents[1]  # envsnap/, this file is envsnap/image/
     entries: dict[str, bytes] = {}
     for path in sorted(package_dir.rglob("*")):
         if path.is_dir() or "__pycache__" in path.parts or path.suffix == ".pyc":

@@ -17,17 +17,18 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from envsnap.capturing.redact import REDACTED
 from envsnap.config import MetricTolerance
+from envsnap.drift.outcome import RerunOutcome
 from envsnap.errors import EnvsnapError, InterruptError, UsageError
 from envsnap.image.plan import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
 
 if TYPE_CHECKING:
     from envsnap.config import Config
-    from envsnap.drift.compare import DriftReport, Severity
+    from envsnap.drift.compare import DriftReport
     from envsnap.image.build import BuildOptions, BuiltImage
     from envsnap.image.engine import Engine, Mount
     from envsnap.store import Store, StoredRun
@@ -78,7 +79,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What a rerun showed: "not compared" when one of the runs (the original, in practice: a
 # manifest copied without its result.toml, or a capture whose result could not be written) has
 # no result, so exit code, outputs and metrics could not be compared.
-Verdict = Literal["reproduced", "not reproduced", "not compared"]
 
 
 class GpuError(UsageError):
@@ -94,36 +94,6 @@ class RerunOptions:
     tolerance: MetricTolerance | None = None
     network: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RerunOutcome:
-    """What a rerun did and the drift it found."""
-
-    original: str
-    rerun: str
-    directory: Path
-    image: str
-    image_id: str
-    exit_code: int
-    timed_out: bool = False
-    interrupted: bool = False
-    missing_env: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    report: DriftReport
-
-    def verdict(self, fail_on: Severity = "breaking") -> Verdict:
-        """Drift at or above ``fail_on``: not reproduced; else, without results on both sides:
-        not compared (never "reproduced"); else reproduced."""
-        if self.report.drifted(fail_on):
-            return "not reproduced"
-        if not self.report.results_compared:
-            return "not compared"
-        return "reproduced"
-
-    def failed(self, fail_on: Severity = "breaking") -> bool:
-        """Whether the rerun exits 1: anything but a reproduced run."""
-        return self.verdict(fail_on) != "reproduced"
 
 
 # --- checks before anything runs ---------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from envsnap.drift.compare import DriftReport, FieldDrift
+from envsnap.drift.outcome import RerunOutcome
 from envsnap.drift.report import render_rerun_json, render_rerun_markdown, render_rerun_text
 from envsnap.errors import UsageError
 from envsnap.manifest import (
@@ -25,7 +26,6 @@ from envsnap.manifest import (
 )
 from envsnap.rerunning.rerun import (
     GpuError,
-    RerunOutcome,
     check_driver,
     check_rerunnable,
     choose_gpus,

@@ -738,7 +738,7 @@ def capture_tool(
     else:
         dist = find_distributions(site_dirs).get(TOOL_NAME)
     if dist is None:
-        from envsnap import __version__
+        from envsnap.version import __version__
 
         return Tool(version=__version__, source="local")
     package = _describe(dist, None, frozenset())
