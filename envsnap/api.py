@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
     from envsnap.drift.outcome import RerunOutcome
     from envsnap.drift.rules import Severity
     from envsnap.image.build import BuildOptions, BuiltImage
-    from envsnap.locking.lockfiles import LockResult
+    from envsnap.locking.model import LockResult
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -256,7 +256,7 @@ def report_to_github(
 
 def lock(run: str, *, store: Path | str | None = None) -> tuple[LockResult, list[Path]]:
     """Write the lock files of a run into its run directory."""
-    from envsnap.locking.lockfiles import lock_run
+    from envsnap.locking.files import lock_run
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)

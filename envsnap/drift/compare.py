@@ -107,6 +107,7 @@ class DriftReport:
 
 # --- rules ------------------------------------------------------------------------------------
 
+
 def flatten_manifest(manifest: Manifest) -> dict[str, Any]:
     """Dotted paths to comparable values; list entries keyed by their name, not their position."""
     data = to_data(manifest, keep_defaults=True)

@@ -36,7 +36,7 @@ from envsnap.version import __version__
 
 if TYPE_CHECKING:
     from envsnap.image.engine import Engine, ImageInfo
-    from envsnap.locking.lockfiles import HashSource, LockResult
+    from envsnap.locking.model import HashSource, LockResult
 
 IMAGE_FILE = "image.toml"
 IMAGE_SCHEMA = "envsnap.image/1"
@@ -112,7 +112,10 @@ def build_run(
     on_line: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Build (or reuse) the image for a stored run and record it in image.toml."""
-    from envsnap.locking.lockfiles import SUMMARY_FILE, SimpleIndexClient, lock_packages, lock_run
+    from envsnap.locking.files import lock_run
+    from envsnap.locking.index import SimpleIndexClient
+    from envsnap.locking.model import SUMMARY_FILE
+    from envsnap.locking.plan import lock_packages
 
     started = time.monotonic()
     manifest = run.manifest
@@ -586,7 +589,8 @@ def _tool_dependencies() -> list[tuple[str, str]]:
 
 def lock_tool_requirements(source: HashSource | None, *, cache_dir: Path | None) -> str:
     """Hash-locked requirements for envsnap's own dependencies in the image."""
-    from envsnap.locking.lockfiles import SimpleIndexClient, lock_packages
+    from envsnap.locking.index import SimpleIndexClient
+    from envsnap.locking.plan import lock_packages
     from envsnap.manifest import Tool
 
     packages = tuple(Package(name=name, version=version) for name, version in _tool_dependencies())

@@ -14,7 +14,8 @@ from typing import Any
 
 from envsnap.image.build import BuildOptions, BuiltImage, _same_base, build_run, build_tool_wheel
 from envsnap.image.engine import ImageInfo
-from envsnap.locking.lockfiles import IndexFile, IndexQuery, lock_run
+from envsnap.locking.files import lock_run
+from envsnap.locking.model import IndexFile, IndexQuery
 from envsnap.manifest import Package, Python
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from envsnap.distnames import file_version, version_key
 from envsnap.errors import EnvsnapError
-from envsnap.locking.lockfiles import (
+from envsnap.locking.files import lock_run, write_lock_files
+from envsnap.locking.index import SimpleIndexClient, _parse_page
+from envsnap.locking.model import (
     CONDA_EXPLICIT_FILE,
     CONDA_LOCK_FILE,
     REQUIREMENTS_FILE,
@@ -22,15 +25,8 @@ from envsnap.locking.lockfiles import (
     IndexFile,
     IndexQuery,
     LockError,
-    SimpleIndexClient,
-    _parse_page,
-    file_version,
-    lock_packages,
-    lock_run,
-    matching_hashes,
-    version_key,
-    write_lock_files,
 )
+from envsnap.locking.plan import lock_packages, matching_hashes
 from envsnap.manifest import Conda, CondaPackage, Host, Manifest, Package, Python
 from envsnap.store import StoredRun
 from tests.conftest import sample_manifest

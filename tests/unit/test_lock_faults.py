@@ -21,17 +21,10 @@ import pytest
 
 from envsnap import cli
 from envsnap.errors import EXIT_ERROR
-from envsnap.locking.lockfiles import (
-    REQUIREMENTS_FILE,
-    IndexFile,
-    IndexQuery,
-    LockError,
-    SimpleIndexClient,
-    lock_packages,
-    lock_run,
-    shown_url,
-    write_lock_files,
-)
+from envsnap.locking.files import lock_run, write_lock_files
+from envsnap.locking.index import SimpleIndexClient, shown_url
+from envsnap.locking.model import REQUIREMENTS_FILE, IndexFile, IndexQuery, LockError
+from envsnap.locking.plan import lock_packages
 from envsnap.manifest import Manifest, Package, Python
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
@@ -279,7 +272,7 @@ class TestEveryFaultIsOneSentence:
         self, serve: Callable[[Answer], FaultServer], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A gzip bomb is stopped at the page size limit, not inflated whole."""
-        monkeypatch.setattr("envsnap.locking.lockfiles._MAX_BODY_BYTES", 1024 * 1024)
+        monkeypatch.setattr("envsnap.locking.index._MAX_BODY_BYTES", 1024 * 1024)
         server = serve(gzip_answer(gzip.compress(b"\0" * (4 * 1024 * 1024))))
         index = index_with_secrets(server.port)
         with pytest.raises(LockError) as info:
