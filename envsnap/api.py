@@ -260,7 +260,7 @@ def lock(run: str, *, store: Path | str | None = None) -> tuple[LockResult, list
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
-    return lock_run(open_stored(ws.store, run), cache_dir=_index_cache(ws.config))
+    return lock_run(open_stored(ws.store, run), ws.store, cache_dir=_index_cache(ws.config))
 
 
 def build(

@@ -142,7 +142,7 @@ def build_run(
         if not (run.directory / SUMMARY_FILE).is_file():
             # The run's own lock files are written once, by the first lock or build, and never
             # rewritten: what this base provides is recorded in image.toml instead.
-            lock_run(run, source=source)
+            lock_run(run, store, source=source)
         lock = lock_packages(manifest, source, provided=provided)
         unlocked = tuple(f"{n.name} {n.version}: {n.reason}" for n in lock.unlockable)
         _refuse_unlocked(unlocked, options)
@@ -359,19 +359,20 @@ def _push(engine: Engine, built: BuiltImage, repository: str) -> BuiltImage:
 # --- the image index by env_id ------------------------------------------------------------------
 
 
-def _env_index_path(store: Store, env_id: str) -> Path:
-    return store.root / "images" / f"{env_id.removeprefix('sha256:')}.toml"
+def _image_record(store: Store, env_id: str) -> dict[str, Any]:
+    """The environment's recorded image as data; empty when none or unreadable."""
+    import tomllib
+
+    data = store.image_record(env_id)
+    try:
+        return tomllib.loads(data.decode("utf-8")) if data is not None else {}
+    except (UnicodeDecodeError, ValueError):
+        return {}
 
 
 def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltImage | None:
     """The image built earlier for this env_id, when the engine still has it."""
-    import tomllib
-
-    path = _env_index_path(store, manifest.env_id)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    data = _image_record(store, manifest.env_id)
     if data.get("schema") != IMAGE_SCHEMA or data.get("env_id") != manifest.env_id:
         return None
     reference = str(data.get("reference", ""))
@@ -411,13 +412,7 @@ def _pull_recorded(engine: Engine, registry_ref: str, reference: str) -> ImageIn
 
 
 def _recorded_image_id(store: Store, env_id: str) -> str:
-    import tomllib
-
-    try:
-        data = tomllib.loads(_env_index_path(store, env_id).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    return str(data.get("image_id", ""))
+    return str(_image_record(store, env_id).get("image_id", ""))
 
 
 def _remove_replaced(engine: Engine, image_id: str) -> None:
@@ -435,11 +430,10 @@ def _remove_replaced(engine: Engine, image_id: str) -> None:
 def _record_env_image(store: Store, built: BuiltImage) -> None:
     """Record the environment's image, and bring every run's image.toml of that environment up
     to date with it (a rebuild for one run replaces the image all of them name)."""
-    path = _env_index_path(store, built.env_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_toml(path, built.to_data())
+    text = _toml(built.to_data())
+    store.write_image_record(built.env_id, text)
     for run_dir in _runs_naming_env(store, built.env_id):
-        _write_toml(run_dir / IMAGE_FILE, built.to_data())
+        store.write_run_files(run_dir, {IMAGE_FILE: text})
 
 
 def _runs_naming_env(store: Store, env_id: str) -> list[Path]:
@@ -460,30 +454,19 @@ def _runs_naming_env(store: Store, env_id: str) -> list[Path]:
 
 def _write_image_toml(store: Store, run_dir: Path, built: BuiltImage) -> None:
     """The run's image.toml: the environment's record, written when it differs."""
-    path = run_dir / IMAGE_FILE
-    data = built.to_data()
+    text = _toml(built.to_data())
     try:
-        import tomllib
-
-        if tomllib.loads(path.read_text(encoding="utf-8")) == data:
+        if (run_dir / IMAGE_FILE).read_bytes() == text:
             return
-    except (OSError, ValueError):
+    except OSError:
         pass
-    _write_toml(path, data)
+    store.write_run_files(run_dir, {IMAGE_FILE: text})
 
 
-def _write_toml(path: Path, data: Mapping[str, Any]) -> None:
+def _toml(data: Mapping[str, Any]) -> bytes:
     import tomli_w
 
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(tomli_w.dumps(dict(data)).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return tomli_w.dumps(dict(data)).encode("utf-8")
 
 
 # --- index access inside the build ---------------------------------------------------------------

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
+from envsnap.errors import StoreError
 from envsnap.locking.index import SimpleIndexClient
 from envsnap.locking.model import (
     CONDA_EXPLICIT_FILE,
@@ -22,12 +21,12 @@ from envsnap.locking.model import (
     PackageNote,
 )
 from envsnap.locking.plan import lock_packages
-from envsnap.store import StoredRun
+from envsnap.store import Store, StoredRun
 
 # --- writing -----------------------------------------------------------------------------------
 
 
-def write_lock_files(run_dir: Path, result: LockResult) -> list[Path]:
+def write_lock_files(store: Store, run_dir: Path, result: LockResult) -> list[Path]:
     """Write the lock files and ``lock.toml`` into the run directory; lock files a previous lock
     wrote that this result has no use for are removed.
 
@@ -56,26 +55,17 @@ def write_lock_files(run_dir: Path, result: LockResult) -> list[Path]:
         "covered_elsewhere": [_note_data(note) for note in result.covered_elsewhere],
     }
     texts[SUMMARY_FILE] = tomli_w.dumps(summary, multiline_strings=False)
-    staged: list[tuple[Path, Path]] = []  # temporary file, its final path
+    unused = [n for n in (VCS_FILE, CONDA_EXPLICIT_FILE, CONDA_LOCK_FILE) if n not in texts]
     try:
-        for name, text in texts.items():
-            staged.append((_stage(run_dir / name, text.encode("utf-8")), run_dir / name))
-        for tmp, path in staged:  # lock.toml, which names the others' hashes, goes last
-            tmp.replace(path)
-        for name in (VCS_FILE, CONDA_EXPLICIT_FILE, CONDA_LOCK_FILE):
-            if name not in texts:
-                (run_dir / name).unlink(missing_ok=True)
-        _fsync_dir(run_dir)
-    except OSError as exc:
+        # lock.toml, which names the others' hashes, goes last
+        return store.write_run_files(
+            run_dir, {name: text.encode("utf-8") for name, text in texts.items()}, remove=unused
+        )
+    except StoreError as exc:
         raise LockError(
-            f"the lock files cannot be written to {run_dir} ({exc.strerror or exc})",
+            f"the lock files cannot be written to {run_dir}: {exc.message}",
             hint="check that the run directory is writable and the disk is not full",
         ) from None
-    finally:
-        for tmp, _path in staged:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)  # only those never renamed are still there
-    return [path for _tmp, path in staged]
 
 
 def _note_data(note: PackageNote) -> dict[str, str]:
@@ -87,36 +77,12 @@ def _note_data(note: PackageNote) -> dict[str, str]:
     }
 
 
-def _stage(path: Path, data: bytes) -> Path:
-    """``data`` written and synced to a temporary file beside ``path``; nothing left on failure."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def lock_run(
-    run: StoredRun, *, source: HashSource | None = None, cache_dir: Path | None = None
+    run: StoredRun,
+    store: Store,
+    *,
+    source: HashSource | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[LockResult, list[Path]]:
     """Lock a stored run and write its lock files beside its manifest, once: a run locked
     before keeps its lock files (read back and checked, no index asked), so what they say never
@@ -125,7 +91,7 @@ def lock_run(
     if existing is not None:
         return existing
     result = lock_packages(run.manifest, source or SimpleIndexClient(cache_dir=cache_dir))
-    return result, write_lock_files(run.directory, result)
+    return result, write_lock_files(store, run.directory, result)
 
 
 def read_lock_files(run: StoredRun) -> tuple[LockResult, list[Path]] | None:

@@ -293,7 +293,9 @@ def rerun_run(
         timed_out = options.timeout_s is not None and exit_code == EXIT_TIMEOUT and not interrupted
         new_dir = _recorded_run(scratch_store, exit_code, tail)
         if not (new_dir / "result.toml").is_file():
-            _write_stopped_result(new_dir, exit_code, interrupted, options.timeout_s)
+            _write_stopped_result(
+                Store(scratch_store), new_dir, exit_code, interrupted, options.timeout_s
+            )
         directory = store.import_run(new_dir)
     return RerunOutcome(
         original=manifest.run_id,
@@ -436,11 +438,12 @@ def _recorded_run(scratch_store: Path, exit_code: int, tail: Sequence[str]) -> P
 
 
 def _write_stopped_result(
+    scratch: Store,
     run_dir: Path, exit_code: int, interrupted: bool, timeout_s: float | None
 ) -> None:
     """A container stopped before the command ended wrote no result; record that it stopped."""
     from envsnap.capturing.capture import now_utc
-    from envsnap.store import Store, load_run_dir
+    from envsnap.store import load_run_dir
 
     run = load_run_dir(run_dir)
     moment = now_utc().isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -458,7 +461,7 @@ def _write_stopped_result(
         interrupted=True,
         error=error,
     )
-    Store(run_dir.parent.parent).write_result(run_dir, result)
+    scratch.write_result(run_dir, result)
 
 
 def _compare(

@@ -137,7 +137,7 @@ class TestBuildRecords:
         """The lock files a lock wrote stay byte for byte; what the base provides is recorded
         in image.toml and left out of the image's own requirements only."""
         store, run, _ = self._runs(tmp_path)
-        _, written = lock_run(run, source=_AnyIndex())
+        _, written = lock_run(run, store, source=_AnyIndex())
         before = {p.name: p.read_bytes() for p in written}
         assert b"numpy==2.1.3" in before["requirements.lock.txt"]
         built = self._build(store, run, _FakeEngine(provided={"numpy": "2.1.3"}))

@@ -475,7 +475,7 @@ class TestNothingHalfWritten:
         manifest = index_manifest(f"http://127.0.0.1:{server.port}/simple")
         run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
         with pytest.raises(LockError):
-            lock_run(run, source=SimpleIndexClient(proxies={}))
+            lock_run(run, Store(tmp_path), source=SimpleIndexClient(proxies={}))
         assert list(tmp_path.iterdir()) == []
 
     def test_a_write_failing_midway_leaves_the_previous_lock(
@@ -497,7 +497,7 @@ class TestNothingHalfWritten:
 
         monkeypatch.setattr(os, "fsync", disk_full_on_the_third)
         with pytest.raises(LockError, match="No space left on device"):
-            write_lock_files(tmp_path, result)
+            write_lock_files(Store(tmp_path), tmp_path, result)
         assert sorted(p.name for p in tmp_path.iterdir()) == [REQUIREMENTS_FILE]
         assert (tmp_path / REQUIREMENTS_FILE).read_text() == "old\n"
 

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import pytest
 
-from envsnap import store
+from envsnap import atomicfile
 from envsnap.capturing import capture as recorder
 from envsnap.capturing.capture import (
     CaptureContext,
@@ -125,7 +125,7 @@ class TestResultNotStored:
         def full(path: Path, data: bytes) -> NoReturn:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(store, "_write_file", full)
+        monkeypatch.setattr(atomicfile, "write_new_file", full)
         with pytest.raises(ResultNotStoredError) as caught:
             execute(
                 run, ["t"], cwd=tmp_path, env={}, store=runs, runner=fake_command(command_exit, {})
