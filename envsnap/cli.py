@@ -334,7 +334,7 @@ def _build_progress(verbose: bool) -> Callable[[str], None] | None:
     if verbose:
         return show
     if sys.stderr.isatty():
-        from envsnap.image.engine import progress_printer
+        from envsnap.image.dockeroutput import progress_printer
 
         return progress_printer(show)
     return None

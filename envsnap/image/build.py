@@ -35,7 +35,8 @@ from envsnap.store import Store, StoredRun
 from envsnap.version import __version__
 
 if TYPE_CHECKING:
-    from envsnap.image.engine import Engine, ImageInfo
+    from envsnap.image.dockeroutput import ImageInfo
+    from envsnap.image.engine import Engine
     from envsnap.locking.model import HashSource, LockResult
 
 IMAGE_FILE = "image.toml"
@@ -212,7 +213,7 @@ def base_packages(engine: Engine, base: str, *, python: str = "python3") -> dict
     container (no network)."""
     import json
 
-    from envsnap.image.engine import BuildError
+    from envsnap.image.dockeroutput import BuildError
 
     lines: list[str] = []
     name = f"envsnap-base-packages-{os.urandom(4).hex()}"
@@ -397,7 +398,7 @@ def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltIm
 def _pull_recorded(engine: Engine, registry_ref: str, reference: str) -> ImageInfo | None:
     """The image pushed earlier, pulled by its digest and tagged as built; None when the
     registry no longer has it (then it is built again)."""
-    from envsnap.image.engine import ImageNotFoundError
+    from envsnap.image.dockeroutput import ImageNotFoundError
     from envsnap.image.plan import check_reference, is_pinned
 
     if not is_pinned(registry_ref):
@@ -418,7 +419,7 @@ def _recorded_image_id(store: Store, env_id: str) -> str:
 def _remove_replaced(engine: Engine, image_id: str) -> None:
     """A rebuild moved the environment's tag to a new image; the old one, now untagged, goes
     too, unless something still uses it (a container, another tag): then it stays."""
-    from envsnap.image.engine import EngineError
+    from envsnap.image.dockeroutput import EngineError
 
     info = engine.inspect_image(image_id)
     if info is None or info.repo_tags:

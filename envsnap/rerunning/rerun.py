@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from envsnap.config import Config
     from envsnap.drift.compare import DriftReport
     from envsnap.image.build import BuildOptions, BuiltImage
-    from envsnap.image.engine import Engine, Mount
+    from envsnap.image.dockeroutput import Mount
+    from envsnap.image.engine import Engine
     from envsnap.store import Store, StoredRun
 
 CONTAINER_ORIGINAL = "/envsnap/original"
@@ -250,7 +251,7 @@ def rerun_run(
 ) -> RerunOutcome:
     """Rerun a stored run in its image and compare the new run with it."""
     from envsnap.image.build import build_run
-    from envsnap.image.engine import EXIT_TIMEOUT
+    from envsnap.image.dockeroutput import EXIT_TIMEOUT
     from envsnap.rerunning.worktree import materialize
 
     manifest = stored.manifest
@@ -383,7 +384,7 @@ def _mounts(
 ) -> list[Mount]:
     """Code and scratch store writable; the original manifest and every data path read-only,
     data at the place the command saw it."""
-    from envsnap.image.engine import Mount
+    from envsnap.image.dockeroutput import Mount
 
     mounts = [
         Mount(source=code, target=CODE_DIR, read_only=False),
@@ -438,8 +439,7 @@ def _recorded_run(scratch_store: Path, exit_code: int, tail: Sequence[str]) -> P
 
 
 def _write_stopped_result(
-    scratch: Store,
-    run_dir: Path, exit_code: int, interrupted: bool, timeout_s: float | None
+    scratch: Store, run_dir: Path, exit_code: int, interrupted: bool, timeout_s: float | None
 ) -> None:
     """A container stopped before the command ended wrote no result; record that it stopped."""
     from envsnap.capturing.capture import now_utc

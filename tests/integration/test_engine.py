@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from envsnap.errors import InterruptError
-from envsnap.image.engine import (
+from envsnap.image.dockeroutput import (
     EXIT_TIMEOUT,
     BuildError,
-    Engine,
     EngineUnavailableError,
     ImageNotFoundError,
     ImageNotPinnableError,
 )
+from envsnap.image.engine import Engine
 
 pytestmark = pytest.mark.integration
 

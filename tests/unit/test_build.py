@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from envsnap.image.build import BuildOptions, BuiltImage, _same_base, build_run, build_tool_wheel
-from envsnap.image.engine import ImageInfo
+from envsnap.image.dockeroutput import ImageInfo
 from envsnap.locking.files import lock_run
 from envsnap.locking.model import IndexFile, IndexQuery
 from envsnap.manifest import Package, Python
