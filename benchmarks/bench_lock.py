@@ -45,7 +45,8 @@ SUBSET_SIZE = 10
 DRIVER = r"""
 import dataclasses, json, sys, time
 from pathlib import Path
-from envsnap.lock import SimpleIndexClient, lock_packages
+from envsnap.locking.index import SimpleIndexClient
+from envsnap.locking.plan import lock_packages
 from envsnap.manifest import read_manifest
 
 manifest_path, cache_dir, out_path, only = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]

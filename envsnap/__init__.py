@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from envsnap.version import __version__
+
 __all__ = [
+    "__version__",
     "build",
     "capture",
     "check",
@@ -33,12 +35,12 @@ if TYPE_CHECKING:
         rerun,
         run_recorded,
     )
-    from envsnap.seeding import seed_everything
+    from envsnap.capturing.seeding import seed_everything
 
 
 def __getattr__(name: str) -> Any:
     if name == "seed_everything":
-        from envsnap.seeding import seed_everything
+        from envsnap.capturing.seeding import seed_everything
 
         return seed_everything
     if name in __all__:

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envsnap.capturing.capture import CaptureContext, CapturedRun, CaptureRequest, now_utc
 from envsnap.config import Config, load_config
 from envsnap.manifest import Result
-from envsnap.recorder import CaptureContext, CapturedRun, CaptureRequest, now_utc
 from envsnap.store import Store, StoredRun
 
 if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
-    from envsnap.build import BuildOptions, BuiltImage
-    from envsnap.drift import DriftReport, Severity
-    from envsnap.lock import LockResult
-    from envsnap.rerun import RerunOutcome
+    from envsnap.drift.compare import DriftReport
+    from envsnap.drift.outcome import RerunOutcome
+    from envsnap.drift.rules import Severity
+    from envsnap.image.build import BuildOptions, BuiltImage
+    from envsnap.locking.model import LockResult
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -46,7 +47,7 @@ def workspace(
     env: Mapping[str, str] | None = None,
 ) -> Workspace:
     """Resolve cwd, repo, configuration and store (--store > ENVSNAP_STORE > config > default)."""
-    from envsnap.probes.git import find_repo_root
+    from envsnap.capturing.probes.git import find_repo_root
 
     here = (cwd or Path.cwd()).absolute()
     environ = dict(os.environ) if env is None else env
@@ -81,8 +82,8 @@ def capture(
     env: Mapping[str, str] | None = None,
 ) -> CapturedRun:
     """Capture the environment into a new run and return it (the command is not run)."""
-    from envsnap.recorder import capture as record
-    from envsnap.seeding import last_seed_record
+    from envsnap.capturing.capture import capture as record
+    from envsnap.capturing.seeding import last_seed_record
 
     ws = workspace(store, cwd=cwd, env=env)
     seeds: dict[str, int] = {}
@@ -129,7 +130,7 @@ def run_recorded(
 ) -> Result:
     """Run ``argv`` (the unredacted command of ``run``) with stdio passed through, then write
     result.toml: exit code, timing, output hashes and metrics."""
-    from envsnap.recorder import execute
+    from envsnap.capturing.capture import execute
 
     ws = workspace(store, cwd=cwd, env=env)
     return execute(run, argv, cwd=ws.cwd, env=ws.env, store=ws.store)
@@ -205,7 +206,7 @@ def open_run(ref: str, *, store: Path | str | None = None) -> StoredRun:
 
 def diff(old: str, new: str, *, store: Path | str | None = None) -> DriftReport:
     """Compare two runs with the drift rules and the project's severity overrides."""
-    from envsnap.drift import compare
+    from envsnap.drift.compare import compare
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
@@ -229,7 +230,7 @@ def check(
     env: Mapping[str, str] | None = None,
 ) -> DriftReport:
     """Capture the current environment in memory and compare it with a reference manifest."""
-    from envsnap.reference import check_against
+    from envsnap.ci.check import check_against
 
     ws = workspace(None, cwd=cwd, env=env)
     return check_against(
@@ -250,7 +251,7 @@ def report_to_github(
     env: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Under GitHub Actions, write the summary, outputs and JSON report; return annotations."""
-    from envsnap.reference import publish_to_github
+    from envsnap.ci.check import publish_to_github
 
     return publish_to_github(
         report, fail_on=fail_on, env=dict(os.environ) if env is None else env, reference=reference
@@ -259,11 +260,11 @@ def report_to_github(
 
 def lock(run: str, *, store: Path | str | None = None) -> tuple[LockResult, list[Path]]:
     """Write the lock files of a run into its run directory."""
-    from envsnap.lock import lock_run
+    from envsnap.locking.files import lock_run
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
-    return lock_run(open_stored(ws.store, run), cache_dir=_index_cache(ws.config))
+    return lock_run(open_stored(ws.store, run), ws.store, cache_dir=_index_cache(ws.config))
 
 
 def build(
@@ -278,8 +279,8 @@ def build(
     echo: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Build (or reuse) the container image of a run; records image.toml in its directory."""
-    from envsnap.build import build_run
-    from envsnap.engine import Engine
+    from envsnap.image.build import build_run
+    from envsnap.image.engine import Engine
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
@@ -312,8 +313,8 @@ def rerun(
     """Rerun a recorded run in its pinned image (reused or built) and compare it with the
     original. ``env_values`` supplies variables whose values were redacted at capture."""
     from envsnap.config import MetricTolerance
-    from envsnap.engine import Engine
-    from envsnap.rerun import RerunOptions, rerun_run
+    from envsnap.image.engine import Engine
+    from envsnap.rerunning.rerun import RerunOptions, rerun_run
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
@@ -350,7 +351,7 @@ def rerun(
 def replay(original: Path | str, *, store: Path | str) -> Result:
     """Inside a rerun container: record this environment as a rerun of ``original`` and run its
     command; returns the result (``envsnap _replay``)."""
-    from envsnap.rerun import replay as replay_run
+    from envsnap.rerunning.rerun import replay as replay_run
 
     ws = workspace(store)
     return replay_run(Path(original), store=ws.store, cwd=ws.cwd, env=ws.env, config=ws.config)
@@ -360,7 +361,7 @@ def _build_options(
     ws: Workspace, *, base: str, allow_unlocked: bool, rebuild: bool, push: str = ""
 ) -> BuildOptions:
     """What build and rerun ask of a build, with the workspace's configuration filled in."""
-    from envsnap.build import BuildOptions
+    from envsnap.image.build import BuildOptions
 
     return BuildOptions(
         base=base,

@@ -128,7 +128,7 @@ def capture(
     Prints the run id on stdout (a JSON object with --json).
     """
     from envsnap import api
-    from envsnap.recorder import parse_tags
+    from envsnap.capturing.capture import parse_tags
 
     run = api.capture(
         name=name,
@@ -207,7 +207,8 @@ def list_runs(store_dir: Path | None, as_json: bool) -> None:
 @json_option
 def show(run: str, store_dir: Path | None, as_json: bool) -> None:
     """Show one run: a summary, or the whole manifest with --json."""
-    from envsnap import api, report
+    from envsnap import api
+    from envsnap.drift import report
 
     stored = api.open_run(run, store=store_dir)
     if as_json:
@@ -234,7 +235,8 @@ def diff(
     as_json: bool,
 ) -> None:
     """Compare two runs; exit 1 on drift that matters, 0 otherwise."""
-    from envsnap import api, report
+    from envsnap import api
+    from envsnap.drift import report
 
     drift = api.diff(old, new, store=store_dir)
     if as_json:
@@ -334,7 +336,7 @@ def _build_progress(verbose: bool) -> Callable[[str], None] | None:
     if verbose:
         return show
     if sys.stderr.isatty():
-        from envsnap.engine import progress_printer
+        from envsnap.image.dockeroutput import progress_printer
 
         return progress_printer(show)
     return None
@@ -396,8 +398,9 @@ def rerun(
 
     The container's output streams to stderr; the report goes to stdout.
     """
-    from envsnap import api, report
-    from envsnap.rerun import parse_duration, parse_env_options
+    from envsnap import api
+    from envsnap.drift import report
+    from envsnap.rerunning.rerun import parse_duration, parse_env_options
 
     verbose = bool(ctx.obj and ctx.obj.get("verbose"))
     stream = lambda line: click.echo(line, err=True)  # noqa: E731
@@ -472,7 +475,8 @@ def check(
     Nothing is stored. Under GitHub Actions it also writes annotations, the job summary and the
     step outputs drift, max-severity and report-path.
     """
-    from envsnap import api, report
+    from envsnap import api
+    from envsnap.drift import report
 
     drift = api.check(against, ignore=ignore)
     if as_json:
@@ -509,7 +513,7 @@ def ci() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing workflow file.")
 def ci_init(manifest: str, fail_on: str, target: Path, force: bool) -> None:
     """Write a GitHub Actions workflow that fails pull requests on environment drift."""
-    from envsnap import ci_workflow
+    from envsnap.ci import workflow as ci_workflow
 
     written = ci_workflow.write_workflow(target, manifest=manifest, fail_on=fail_on, force=force)
     click.echo(str(written))

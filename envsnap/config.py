@@ -10,10 +10,9 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from envsnap.drift.rules import CATEGORY_ORDER, SEVERITY_ORDER
 from envsnap.errors import UsageError
 from envsnap.manifest import Model, model
-
-SEVERITIES = ("expected", "info", "warning", "breaking")
 
 
 @model
@@ -120,11 +119,11 @@ def _from_table(table: Mapping[str, Any], origin: str) -> Config:
     store = table.get("store")
     drift = table.get("drift", {})
     if not isinstance(drift, dict) or any(
-        not isinstance(v, str) or v not in SEVERITIES for v in drift.values()
+        not isinstance(v, str) or v not in SEVERITY_ORDER for v in drift.values()
     ):
         raise UsageError(
             f"[tool.envsnap.drift] in {origin} must map field patterns to a severity",
-            hint=f"use one of {', '.join(SEVERITIES)}",
+            hint=f"use one of {', '.join(SEVERITY_ORDER)}",
         )
     for pattern in drift:
         _check_drift_pattern(str(pattern), origin)
@@ -155,7 +154,6 @@ def _check_drift_pattern(pattern: str, origin: str) -> None:
     import dataclasses
     import fnmatch
 
-    from envsnap.drift import CATEGORY_ORDER  # here, not above: drift imports this module
     from envsnap.manifest import Manifest
 
     if any(fnmatch.fnmatchcase(category, pattern) for category in CATEGORY_ORDER):

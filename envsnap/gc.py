@@ -184,7 +184,7 @@ def docker_image_remover(env: Mapping[str, str] | None = None) -> ImageRemover:
     """Remove images through the docker engine envsnap builds with (resolved once, up front)."""
     import os
 
-    from envsnap.engine import Engine  # the one module that drives docker
+    from envsnap.image.engine import Engine  # the one module that drives docker
 
     engine = Engine.detect(dict(os.environ) if env is None else env)
 

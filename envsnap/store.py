@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from envsnap.atomicfile import fsync_dir, write_file, write_files, write_new_file
 from envsnap.errors import (
     EnvsnapError,
     InterruptError,
@@ -37,7 +38,7 @@ from envsnap.manifest import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 MANIFEST_FILE = "manifest.toml"
 RESULT_FILE = "result.toml"
@@ -110,15 +111,15 @@ class Store:
         try:
             tmp.mkdir()
             for name, data in files.items():
-                _write_file(tmp / name, data)
-            _fsync_dir(tmp)
+                write_new_file(tmp / name, data)
+            fsync_dir(tmp)
             try:
                 tmp.rename(target)
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     return None
                 raise
-            _fsync_dir(self.runs_dir)
+            fsync_dir(self.runs_dir)
             return target
         except KeyboardInterrupt:
             raise InterruptError(
@@ -132,17 +133,48 @@ class Store:
 
     def write_result(self, run_dir: Path, result: Result) -> Path:
         """Write result.toml beside a manifest, atomically (temp file, fsync, rename)."""
-        target = run_dir / RESULT_FILE
-        tmp = run_dir / f".{RESULT_FILE}.{os.urandom(4).hex()}"
+        return self.write_run_files(run_dir, {RESULT_FILE: dumps_result(result).encode("utf-8")})[0]
+
+    def write_run_files(
+        self, run_dir: Path, files: Mapping[str, bytes], *, remove: Iterable[str] = ()
+    ) -> list[Path]:
+        """Write files derived from a run (result, lock files, image record) into its directory,
+        all or none, and remove ``remove``. The manifest and the diff are never rewritten."""
+        for name in (*files, *remove):
+            if name in (MANIFEST_FILE, DIFF_FILE) or "/" in name or name.startswith("."):
+                raise ValueError(f"{name!r} is not a file a run may have rewritten")  # a bug
         try:
-            _write_file(tmp, dumps_result(result).encode("utf-8"))
-            tmp.replace(target)
-            _fsync_dir(run_dir)
+            return write_files(run_dir, files, remove=remove)
+        except OSError as exc:
+            raise StoreError(
+                f"writing {', '.join(files)} into {run_dir} failed ({exc.strerror or exc}); "
+                "the run's earlier files are as they were",
+                hint="check that the store is writable and the disk is not full",
+            ) from None
+
+    # --- the images index: the image built for each environment -----------------------------
+
+    def image_record(self, env_id: str) -> bytes | None:
+        """The recorded image of an environment (the bytes of images/<env-id>.toml), if any."""
+        try:
+            return self._image_path(env_id).read_bytes()
+        except OSError:
+            return None
+
+    def write_image_record(self, env_id: str, data: bytes) -> Path:
+        """Record the image of an environment, atomically."""
+        path = self._image_path(env_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return write_file(path, data)
         except OSError as exc:
             raise _write_error(exc, self.root) from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        return target
+
+    def _image_path(self, env_id: str) -> Path:
+        name = env_id.removeprefix("sha256:")
+        if not re.fullmatch(r"[0-9a-f]{64}", name):
+            raise ValueError(f"{env_id!r} is not an env id")  # a bug: env ids are sealed digests
+        return self.root / "images" / f"{name}.toml"
 
     def remove_run(self, run_id: str) -> None:
         """Remove a run: one rename moves its directory out of ``runs/`` into ``tmp/`` (so a kill
@@ -156,7 +188,7 @@ class Store:
         doomed = self._tmp_dir / f"{run_id}.removed.{os.getpid()}.{os.urandom(4).hex()}"
         try:
             directory.rename(doomed)
-            _fsync_dir(self.runs_dir)
+            fsync_dir(self.runs_dir)
         except OSError as exc:
             raise StoreError(
                 f"run {run_id} could not be removed from {self.root} ({exc.strerror or exc}); "
@@ -374,30 +406,10 @@ def open_run(store: Store, ref: str) -> StoredRun:
     return store.load(store.resolve(ref))
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove_tree(path: Path) -> None:
     import shutil  # only for cleanup after a failure: kept off capture's start-up path
 
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_error(exc: OSError, root: Path) -> StoreError:

@@ -1,5 +1,6 @@
-"""What ``envsnap --version`` says: the version (kept in one place, ``envsnap.__version__``, which
-the package metadata reads too) and, when envsnap runs from a git checkout, its commit.
+"""envsnap's version, written once here (the package, setuptools, the wheel envsnap builds for its
+images and every manifest read it), and what ``envsnap --version`` says: the version and, when
+envsnap runs from a git checkout, its commit.
 
 The commit is read from ``.git`` directly (no git process), so ``--version`` stays instant.
 """
@@ -8,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__version__ = "0.1.0"
+
 _SHORT = 12
 
 
 def version_text(package_dir: Path | None = None) -> str:
     """``envsnap 0.1.0``, or ``envsnap 0.1.0 (commit 0123456789ab)`` from a checkout."""
-    from envsnap import __version__
-
     commit = checkout_commit((package_dir or Path(__file__).resolve().parent).parent)
     return f"envsnap {__version__}" + (f" (commit {commit})" if commit else "")
 

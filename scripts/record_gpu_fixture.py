@@ -21,8 +21,8 @@ from typing import Any
 
 import tomli_w
 
+from envsnap.capturing.probes.gpu import PynvmlApi, capture_gpu
 from envsnap.manifest import to_data
-from envsnap.probes.gpu import PynvmlApi, capture_gpu
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "gpu"
 

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.engine import (
+from envsnap.errors import InterruptError
+from envsnap.image.dockeroutput import (
     EXIT_TIMEOUT,
     BuildError,
-    Engine,
     EngineUnavailableError,
     ImageNotFoundError,
     ImageNotPinnableError,
 )
-from envsnap.errors import InterruptError
+from envsnap.image.engine import Engine
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from envsnap.capturing.probes import git as git_probe
+from envsnap.capturing.probes.git import capture_git, find_repo_root
 from envsnap.manifest import Git
-from envsnap.probes import git as git_probe
-from envsnap.probes.git import capture_git, find_repo_root
 from tests.integration.conftest import git
 
 pytestmark = pytest.mark.integration

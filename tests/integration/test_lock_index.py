@@ -13,14 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.lock import (
-    IndexFile,
-    IndexQuery,
-    IndexUnreachableError,
-    LockError,
-    SimpleIndexClient,
-    lock_packages,
-)
+from envsnap.locking.index import SimpleIndexClient
+from envsnap.locking.model import IndexFile, IndexQuery, IndexUnreachableError, LockError
+from envsnap.locking.plan import lock_packages
 from envsnap.manifest import Manifest, Package, Python
 from tests.conftest import sample_manifest
 

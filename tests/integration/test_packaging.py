@@ -41,7 +41,7 @@ class TestWheel:
         """The installed copy (not this checkout) finds its Dockerfile templates and workflow."""
         python = os.environ[WHEEL_PYTHON_VARIABLE]
         script = (
-            "import envsnap, envsnap.image as i, envsnap.template as t\n"
+            "import envsnap, envsnap.image.plan as i, envsnap.template as t\n"
             "assert 'site-packages' in envsnap.__file__, envsnap.__file__\n"
             "for name in ('Dockerfile.base', 'python.Dockerfile', 'github-workflow.yml',"
             " 'envsnap_venv.py'):\n"

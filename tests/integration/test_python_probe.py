@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.manifest import Package, Python
-from envsnap.probes.python import (
+from envsnap.capturing.probes.python import (
     PythonTarget,
     capture_python,
     capture_tool,
     current_target,
     target_for_prefix,
 )
+from envsnap.manifest import Package, Python
 from tests.integration.conftest import git
 
 SETUP_PY = """\

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.probes.git import capture_git
-from envsnap.worktree import materialize
+from envsnap.capturing.probes.git import capture_git
+from envsnap.rerunning.worktree import materialize
 from tests.integration.conftest import git
 
 pytestmark = pytest.mark.integration

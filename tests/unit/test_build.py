@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envsnap.build import BuildOptions, BuiltImage, _same_base, build_run, build_tool_wheel
-from envsnap.engine import ImageInfo
-from envsnap.lock import IndexFile, IndexQuery, lock_run
+from envsnap.image.build import BuildOptions, BuiltImage, _same_base, build_run, build_tool_wheel
+from envsnap.image.dockeroutput import ImageInfo
+from envsnap.locking.files import lock_run
+from envsnap.locking.model import IndexFile, IndexQuery
 from envsnap.manifest import Package, Python
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
@@ -136,7 +137,7 @@ class TestBuildRecords:
         """The lock files a lock wrote stay byte for byte; what the base provides is recorded
         in image.toml and left out of the image's own requirements only."""
         store, run, _ = self._runs(tmp_path)
-        _, written = lock_run(run, source=_AnyIndex())
+        _, written = lock_run(run, store, source=_AnyIndex())
         before = {p.name: p.read_bytes() for p in written}
         assert b"numpy==2.1.3" in before["requirements.lock.txt"]
         built = self._build(store, run, _FakeEngine(provided={"numpy": "2.1.3"}))

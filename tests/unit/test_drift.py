@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from envsnap.config import MetricTolerance
-from envsnap.drift import compare
+from envsnap.drift.compare import compare
 from envsnap.errors import UsageError
 from envsnap.manifest import DataItem, Gpu, GpuDevice, Manifest, OutputFile, Package, Result
 from tests.conftest import sample_manifest

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.engine import (
+from envsnap.image.dockeroutput import (
     BuildError,
     BuildLog,
     EngineUnavailableError,

@@ -6,14 +6,14 @@ import dataclasses
 import re
 from pathlib import Path
 
-from envsnap.drift import compare
-from envsnap.github import (
+from envsnap.ci.github import (
     RunnerFiles,
     annotation_lines,
     escape_data,
     escape_property,
     write_outputs,
 )
+from envsnap.drift.compare import compare
 from envsnap.manifest import Package
 from tests.conftest import sample_manifest
 

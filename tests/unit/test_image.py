@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from envsnap.errors import UsageError
-from envsnap.image import (
+from envsnap.image.plan import (
     check_reference,
     choose_base,
     plan_image,

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from envsnap.distnames import file_version, version_key
 from envsnap.errors import EnvsnapError
-from envsnap.lock import (
+from envsnap.locking.files import lock_run, write_lock_files
+from envsnap.locking.index import SimpleIndexClient, _parse_page
+from envsnap.locking.model import (
     CONDA_EXPLICIT_FILE,
     CONDA_LOCK_FILE,
     REQUIREMENTS_FILE,
@@ -22,17 +25,10 @@ from envsnap.lock import (
     IndexFile,
     IndexQuery,
     LockError,
-    SimpleIndexClient,
-    _parse_page,
-    file_version,
-    lock_packages,
-    lock_run,
-    matching_hashes,
-    version_key,
-    write_lock_files,
 )
+from envsnap.locking.plan import lock_packages, matching_hashes
 from envsnap.manifest import Conda, CondaPackage, Host, Manifest, Package, Python
-from envsnap.store import StoredRun
+from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "lock"
@@ -549,7 +545,7 @@ class TestWriting:
     def test_golden_files(self, tmp_path: Path) -> None:
         """Every file of the mixed manifest's lock equals its golden copy."""
         result = lock_packages(mixed_manifest(), FakeIndex())
-        written = write_lock_files(tmp_path, result)
+        written = write_lock_files(Store(tmp_path), tmp_path, result)
         names = [p.name for p in written]
         assert names == [
             REQUIREMENTS_FILE,
@@ -581,8 +577,8 @@ class TestWriting:
         first, second = tmp_path / "a", tmp_path / "b"
         first.mkdir()
         second.mkdir()
-        write_lock_files(first, lock_packages(manifest, FakeIndex()))
-        write_lock_files(second, lock_packages(reversed_manifest, FakeIndex()))
+        write_lock_files(Store(tmp_path), first, lock_packages(manifest, FakeIndex()))
+        write_lock_files(Store(tmp_path), second, lock_packages(reversed_manifest, FakeIndex()))
         for path in first.iterdir():
             assert path.read_bytes() == (second / path.name).read_bytes(), path.name
 
@@ -590,7 +586,7 @@ class TestWriting:
         """lock.toml says what was left out and why, and the sha256 of each lock file."""
         import hashlib
 
-        write_lock_files(tmp_path, lock_packages(mixed_manifest(), FakeIndex()))
+        write_lock_files(Store(tmp_path), tmp_path, lock_packages(mixed_manifest(), FakeIndex()))
         summary = tomllib.loads((tmp_path / SUMMARY_FILE).read_text())
         assert summary["schema"] == "envsnap.lock/1"
         assert summary["counts"]["unlockable"] == 2
@@ -601,19 +597,21 @@ class TestWriting:
     def test_a_lock_without_vcs_packages_removes_an_old_vcs_file(self, tmp_path: Path) -> None:
         """Files a previous lock wrote do not outlive a lock that has no use for them."""
         (tmp_path / VCS_FILE).write_text("stale\n")
-        write_lock_files(tmp_path, lock_packages(sample_manifest(), FakeIndex()))
+        write_lock_files(Store(tmp_path), tmp_path, lock_packages(sample_manifest(), FakeIndex()))
         assert not (tmp_path / VCS_FILE).exists()
 
     def test_an_unwritable_run_directory_is_a_lock_error(self, tmp_path: Path) -> None:
         """A missing directory gives one sentence, not a traceback."""
         with pytest.raises(LockError, match="cannot be written"):
-            write_lock_files(tmp_path / "missing", lock_packages(sample_manifest(), FakeIndex()))
+            write_lock_files(
+                Store(tmp_path), tmp_path / "missing", lock_packages(sample_manifest(), FakeIndex())
+            )
 
     def test_lock_run_writes_beside_the_manifest(self, tmp_path: Path) -> None:
         """The CLI's entry point locks a stored run into its directory."""
         manifest = with_packages(Package(name="numpy", version="2.1.3"))
         run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
-        result, paths = lock_run(run, source=FakeIndex())
+        result, paths = lock_run(run, Store(tmp_path), source=FakeIndex())
         assert result.locked_index == 1
         assert [p.parent for p in paths] == [tmp_path, tmp_path]
 
@@ -622,10 +620,10 @@ class TestWriting:
         bytes alone, so they never depend on which command ran last."""
         manifest = with_packages(Package(name="numpy", version="2.1.3"))
         run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
-        first, paths = lock_run(run, source=FakeIndex())
+        first, paths = lock_run(run, Store(tmp_path), source=FakeIndex())
         before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
         index = FakeIndex()
-        again, again_paths = lock_run(run, source=index)
+        again, again_paths = lock_run(run, Store(tmp_path), source=index)
         assert index.asked == []
         assert sorted(again_paths) == sorted(paths)
         assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths} == before
@@ -636,11 +634,11 @@ class TestWriting:
         """An edited requirements lock is reported in one sentence, never used."""
         manifest = with_packages(Package(name="numpy", version="2.1.3"))
         run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
-        lock_run(run, source=FakeIndex())
+        lock_run(run, Store(tmp_path), source=FakeIndex())
         path = tmp_path / REQUIREMENTS_FILE
         path.write_text(path.read_text() + "evil==1.0\n")
         with pytest.raises(LockError, match="changed after it was written"):
-            lock_run(run, source=FakeIndex())
+            lock_run(run, Store(tmp_path), source=FakeIndex())
 
 
 class CannedClient(SimpleIndexClient):
@@ -778,7 +776,7 @@ class TestAnIndexThatKnowsNothing:
         )
         run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
         with pytest.raises(LockError) as info:
-            lock_run(run, source=FakeIndex())
+            lock_run(run, Store(tmp_path), source=FakeIndex())
         assert str(info.value).startswith(
             f"{self.WRONG} has none of the 3 projects asked of it (numpy, scipy, six); "
         )

@@ -21,17 +21,10 @@ import pytest
 
 from envsnap import cli
 from envsnap.errors import EXIT_ERROR
-from envsnap.lock import (
-    REQUIREMENTS_FILE,
-    IndexFile,
-    IndexQuery,
-    LockError,
-    SimpleIndexClient,
-    lock_packages,
-    lock_run,
-    shown_url,
-    write_lock_files,
-)
+from envsnap.locking.files import lock_run, write_lock_files
+from envsnap.locking.index import SimpleIndexClient, shown_url
+from envsnap.locking.model import REQUIREMENTS_FILE, IndexFile, IndexQuery, LockError
+from envsnap.locking.plan import lock_packages
 from envsnap.manifest import Manifest, Package, Python
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
@@ -279,7 +272,7 @@ class TestEveryFaultIsOneSentence:
         self, serve: Callable[[Answer], FaultServer], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A gzip bomb is stopped at the page size limit, not inflated whole."""
-        monkeypatch.setattr("envsnap.lock._MAX_BODY_BYTES", 1024 * 1024)
+        monkeypatch.setattr("envsnap.locking.index._MAX_BODY_BYTES", 1024 * 1024)
         server = serve(gzip_answer(gzip.compress(b"\0" * (4 * 1024 * 1024))))
         index = index_with_secrets(server.port)
         with pytest.raises(LockError) as info:
@@ -482,7 +475,7 @@ class TestNothingHalfWritten:
         manifest = index_manifest(f"http://127.0.0.1:{server.port}/simple")
         run = StoredRun(run_id=manifest.run_id, directory=tmp_path, manifest=manifest, result=None)
         with pytest.raises(LockError):
-            lock_run(run, source=SimpleIndexClient(proxies={}))
+            lock_run(run, Store(tmp_path), source=SimpleIndexClient(proxies={}))
         assert list(tmp_path.iterdir()) == []
 
     def test_a_write_failing_midway_leaves_the_previous_lock(
@@ -504,7 +497,7 @@ class TestNothingHalfWritten:
 
         monkeypatch.setattr(os, "fsync", disk_full_on_the_third)
         with pytest.raises(LockError, match="No space left on device"):
-            write_lock_files(tmp_path, result)
+            write_lock_files(Store(tmp_path), tmp_path, result)
         assert sorted(p.name for p in tmp_path.iterdir()) == [REQUIREMENTS_FILE]
         assert (tmp_path / REQUIREMENTS_FILE).read_text() == "old\n"
 

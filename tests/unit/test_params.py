@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from envsnap.errors import ParamsError
-from envsnap.manifest import loads_manifest, seal_text
-from envsnap.params import (
+from envsnap.capturing.params import (
     flatten_params,
     load_params_file,
     merge_params,
     parse_cli_params,
     parse_cli_value,
 )
+from envsnap.errors import ParamsError
+from envsnap.manifest import loads_manifest, seal_text
 from tests.conftest import sample_manifest
 
 
@@ -250,7 +250,7 @@ class TestHostileFiles:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A params file larger than the limit (or /dev/zero) is refused, not read into memory."""
-        monkeypatch.setattr("envsnap.params.MAX_PARAMS_FILE_BYTES", 1024)
+        monkeypatch.setattr("envsnap.capturing.params.MAX_PARAMS_FILE_BYTES", 1024)
         with pytest.raises(ParamsError, match="larger than"):
             load_params_file(write(tmp_path, "huge.json", "{" + '"a": 1, ' * 200 + '"b": 2}'))
 

@@ -12,12 +12,9 @@ from typing import NoReturn
 
 import pytest
 
-from envsnap import recorder, store
-from envsnap.command import CommandOutcome
-from envsnap.config import Config
-from envsnap.errors import EnvsnapError, UsageError
-from envsnap.manifest import Git, Outputs
-from envsnap.recorder import (
+from envsnap import atomicfile
+from envsnap.capturing import capture as recorder
+from envsnap.capturing.capture import (
     CaptureContext,
     CapturedRun,
     CaptureRequest,
@@ -27,6 +24,10 @@ from envsnap.recorder import (
     execute,
     inside_repo,
 )
+from envsnap.capturing.command import CommandOutcome
+from envsnap.config import Config
+from envsnap.errors import EnvsnapError, UsageError
+from envsnap.manifest import Git, Outputs
 from envsnap.store import Store
 from tests.conftest import sample_manifest
 
@@ -124,7 +125,7 @@ class TestResultNotStored:
         def full(path: Path, data: bytes) -> NoReturn:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(store, "_write_file", full)
+        monkeypatch.setattr(atomicfile, "write_new_file", full)
         with pytest.raises(ResultNotStoredError) as caught:
             execute(
                 run, ["t"], cwd=tmp_path, env={}, store=runs, runner=fake_command(command_exit, {})

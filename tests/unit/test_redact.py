@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from envsnap.manifest import Command, Git, Param, seal_text
-from envsnap.redact import (
+from envsnap.capturing.redact import (
     REDACTED,
     clean_url,
     has_url_credentials,
@@ -16,6 +15,7 @@ from envsnap.redact import (
     select_environment,
     strip_url_credentials,
 )
+from envsnap.manifest import Command, Git, Param, seal_text
 from tests.conftest import sample_manifest
 
 PLANTED = {

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from envsnap.drift import compare
+from envsnap.drift.compare import compare
+from envsnap.drift.report import md_cell, render_json, render_markdown, render_show, render_text
 from envsnap.manifest import Git, Package, Result
-from envsnap.report import md_cell, render_json, render_markdown, render_show, render_text
 from tests.conftest import sample_manifest
 
 

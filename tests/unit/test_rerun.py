@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.drift import DriftReport, FieldDrift
+from envsnap.drift.compare import DriftReport, FieldDrift
+from envsnap.drift.outcome import RerunOutcome
+from envsnap.drift.report import render_rerun_json, render_rerun_markdown, render_rerun_text
 from envsnap.errors import UsageError
 from envsnap.manifest import (
     Command,
@@ -22,10 +24,8 @@ from envsnap.manifest import (
     Redaction,
     Tool,
 )
-from envsnap.report import render_rerun_json, render_rerun_markdown, render_rerun_text
-from envsnap.rerun import (
+from envsnap.rerunning.rerun import (
     GpuError,
-    RerunOutcome,
     check_driver,
     check_rerunnable,
     choose_gpus,
@@ -34,7 +34,7 @@ from envsnap.rerun import (
     parse_duration,
     parse_env_options,
 )
-from envsnap.worktree import CodeError, check_restorable
+from envsnap.rerunning.worktree import CodeError, check_restorable
 
 NO_GPU = Gpu(available=False, reason="no NVIDIA driver loaded")
 H100 = GpuDevice(index=0, name="NVIDIA H100 80GB HBM3", uuid="GPU-1")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from envsnap.probes.conda import capture_conda, channel_name, clean_conda_url
+from envsnap.capturing.probes.conda import capture_conda, channel_name, clean_conda_url
 
 NUMPY = {
     "arch": "x86_64",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from envsnap.capturing.probes.container import capture_container, split_image_reference
 from envsnap.manifest import Container
-from envsnap.probes.container import capture_container, split_image_reference
 
 DIGEST = "sha256:" + "ab" * 32
 

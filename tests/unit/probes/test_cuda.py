@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from envsnap.capturing.probes.cuda import capture_cuda
 from envsnap.manifest import Cuda, Package
-from envsnap.probes.cuda import capture_cuda
 
 TORCH_VERSION_PY = """\
 from typing import Optional

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from envsnap.capturing.probes.data import fingerprint_data
 from envsnap.errors import DataError
 from envsnap.manifest import DataItem
-from envsnap.probes.data import fingerprint_data
 
 
 def sha(data: bytes) -> str:

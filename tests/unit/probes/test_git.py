@@ -9,8 +9,8 @@ from typing import NoReturn
 
 import pytest
 
+from envsnap.capturing.probes import git as git_probe
 from envsnap.manifest import Git
-from envsnap.probes import git as git_probe
 
 
 @pytest.fixture(autouse=True)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.manifest import Gpu, GpuDevice, read_manifest, to_data
-from envsnap.probes.gpu import (
+from envsnap.capturing.probes.gpu import (
     NO_DRIVER_REASON,
     PynvmlApi,
     capture_gpu,
     driver_visible,
     format_cuda_version,
 )
+from envsnap.manifest import Gpu, GpuDevice, read_manifest, to_data
 
 GPU_DATA = Path(__file__).resolve().parents[2] / "data" / "gpu"
 

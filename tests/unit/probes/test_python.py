@@ -6,8 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from envsnap.manifest import Package
-from envsnap.probes.python import (
+from envsnap.capturing.probes.python import (
     FoundDistribution,
     PythonTarget,
     capture_python,
@@ -18,6 +17,7 @@ from envsnap.probes.python import (
     read_index_config,
     target_for_prefix,
 )
+from envsnap.manifest import Package
 
 
 def dist_info(

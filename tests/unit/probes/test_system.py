@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from envsnap.capturing.probes.system import capture_host, read_os_release
 from envsnap.manifest import Host
-from envsnap.probes.system import capture_host, read_os_release
 
 DEBIAN_OS_RELEASE = """\
 PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"

@@ -65,7 +65,7 @@ class _GitRunner:
     """Runs git with a fixed environment, echoing each command when asked."""
 
     def __init__(self, env: Mapping[str, str], echo: Callable[[str], None] | None) -> None:
-        from envsnap.probes.git import git_executable
+        from envsnap.capturing.probes.git import git_executable
 
         exe = git_executable()
         if exe is None:

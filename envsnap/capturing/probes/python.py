@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from envsnap.capturing.redact import clean_url
+from envsnap.distnames import normalize_name
 from envsnap.manifest import Model, Package, PackageSource, Python, Tool, model
-from envsnap.redact import clean_url
 
 DEFAULT_INDEX_URLS = frozenset(
     {
@@ -42,7 +43,6 @@ PYTORCH_INDEX = "https://download.pytorch.org/whl"
 
 TOOL_NAME = "envsnap"
 
-_NORMALIZE = re.compile(r"[-_.]+")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")
 _VERSION = re.compile(r"^[0-9!][A-Za-z0-9.!+_]*$")
 # Only an environment described from its files needs these: compiled by ``re`` on first use.
@@ -75,11 +75,6 @@ class FoundDistribution(Model):
     version: str
     kind: _Kind
     path: Path
-
-
-def normalize_name(name: str) -> str:
-    """A distribution name normalised per PEP 503 (lowercase, runs of ``-_.`` become ``-``)."""
-    return _NORMALIZE.sub("-", name).lower()
 
 
 # --- which interpreter ----------------------------------------------------------------------------
@@ -738,7 +733,7 @@ def capture_tool(
     else:
         dist = find_distributions(site_dirs).get(TOOL_NAME)
     if dist is None:
-        from envsnap import __version__
+        from envsnap.version import __version__
 
         return Tool(version=__version__, source="local")
     package = _describe(dist, None, frozenset())

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from envsnap.capturing.capture import CaptureContext, CaptureRequest, build_manifest, now_utc
 from envsnap.config import Config
-from envsnap.drift import DriftReport, Severity, compare
+from envsnap.drift.compare import DriftReport, compare
+from envsnap.drift.rules import Severity
 from envsnap.errors import UsageError
 from envsnap.manifest import read_manifest
-from envsnap.recorder import CaptureContext, CaptureRequest, build_manifest, now_utc
 from envsnap.store import MANIFEST_FILE
 
 # Run facts, not environment facts: a pull request changes them by design.
@@ -52,8 +53,8 @@ def publish_to_github(
 ) -> list[str]:
     """Under GitHub Actions: write the JSON report, the job summary and the step outputs, and
     return the annotation lines to print. Outside GitHub Actions: nothing."""
-    from envsnap import github
-    from envsnap.report import render_json, render_markdown
+    from envsnap.ci import github
+    from envsnap.drift.report import render_json, render_markdown
 
     runner = github.RunnerFiles.from_env(env)
     if runner is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envsnap.errors import UsageError
-from envsnap.image import (
+from envsnap.image.plan import (
     BaseChoice,
     choose_base,
     image_tag,
@@ -32,10 +32,12 @@ from envsnap.image import (
 )
 from envsnap.manifest import Conda, Manifest, Package, Python
 from envsnap.store import Store, StoredRun
+from envsnap.version import __version__
 
 if TYPE_CHECKING:
-    from envsnap.engine import Engine, ImageInfo
-    from envsnap.lock import HashSource, LockResult
+    from envsnap.image.dockeroutput import ImageInfo
+    from envsnap.image.engine import Engine
+    from envsnap.locking.model import HashSource, LockResult
 
 IMAGE_FILE = "image.toml"
 IMAGE_SCHEMA = "envsnap.image/1"
@@ -111,7 +113,10 @@ def build_run(
     on_line: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Build (or reuse) the image for a stored run and record it in image.toml."""
-    from envsnap.lock import SUMMARY_FILE, SimpleIndexClient, lock_packages, lock_run
+    from envsnap.locking.files import lock_run
+    from envsnap.locking.index import SimpleIndexClient
+    from envsnap.locking.model import SUMMARY_FILE
+    from envsnap.locking.plan import lock_packages
 
     started = time.monotonic()
     manifest = run.manifest
@@ -138,7 +143,7 @@ def build_run(
         if not (run.directory / SUMMARY_FILE).is_file():
             # The run's own lock files are written once, by the first lock or build, and never
             # rewritten: what this base provides is recorded in image.toml instead.
-            lock_run(run, source=source)
+            lock_run(run, store, source=source)
         lock = lock_packages(manifest, source, provided=provided)
         unlocked = tuple(f"{n.name} {n.version}: {n.reason}" for n in lock.unlockable)
         _refuse_unlocked(unlocked, options)
@@ -171,7 +176,7 @@ def _same_base(built_on: str, asked: str) -> bool:
     """Whether an image built on ``built_on`` (pinned) serves a build that asks for ``asked``:
     nothing asked, the same digest, or, for a tag, the same repository (the tag was resolved
     when the image was built; a rebuild resolves it again)."""
-    from envsnap.imageref import is_reference, parse_reference
+    from envsnap.image.reference import is_reference, parse_reference
 
     if not asked:
         return True
@@ -208,7 +213,7 @@ def base_packages(engine: Engine, base: str, *, python: str = "python3") -> dict
     container (no network)."""
     import json
 
-    from envsnap.engine import BuildError
+    from envsnap.image.dockeroutput import BuildError
 
     lines: list[str] = []
     name = f"envsnap-base-packages-{os.urandom(4).hex()}"
@@ -239,7 +244,6 @@ def _build(
     options: BuildOptions,
     on_line: Callable[[str], None] | None,
 ) -> BuiltImage:
-    import envsnap
     from envsnap.template import read_template_bytes
 
     manifest = run.manifest
@@ -266,7 +270,7 @@ def _build(
             base=base,
             tool_wheel=wheel_name,
             has_vcs=bool(lock.vcs_requirements),
-            envsnap_version=envsnap.__version__,
+            envsnap_version=__version__,
             editables=editables,
             adds_python=choice.adds_python,
         )
@@ -318,7 +322,7 @@ def _project_files(
 ) -> dict[str, bytes]:
     """The project's tracked files at the recorded commit plus diff, as ``project/...`` context
     entries, for its editable packages."""
-    from envsnap.worktree import materialize
+    from envsnap.rerunning.worktree import materialize
 
     names = ", ".join(p.name for p in run.manifest.python.packages if p.source == "editable")
     if options.repo_root is None:
@@ -339,7 +343,7 @@ def _project_files(
 
 
 def _push(engine: Engine, built: BuiltImage, repository: str) -> BuiltImage:
-    from envsnap.imageref import parse_reference
+    from envsnap.image.reference import parse_reference
 
     tag = parse_reference(built.reference, "the built image").tag
     pushed_to = parse_reference(repository, "--push")
@@ -356,19 +360,20 @@ def _push(engine: Engine, built: BuiltImage, repository: str) -> BuiltImage:
 # --- the image index by env_id ------------------------------------------------------------------
 
 
-def _env_index_path(store: Store, env_id: str) -> Path:
-    return store.root / "images" / f"{env_id.removeprefix('sha256:')}.toml"
+def _image_record(store: Store, env_id: str) -> dict[str, Any]:
+    """The environment's recorded image as data; empty when none or unreadable."""
+    import tomllib
+
+    data = store.image_record(env_id)
+    try:
+        return tomllib.loads(data.decode("utf-8")) if data is not None else {}
+    except (UnicodeDecodeError, ValueError):
+        return {}
 
 
 def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltImage | None:
     """The image built earlier for this env_id, when the engine still has it."""
-    import tomllib
-
-    path = _env_index_path(store, manifest.env_id)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    data = _image_record(store, manifest.env_id)
     if data.get("schema") != IMAGE_SCHEMA or data.get("env_id") != manifest.env_id:
         return None
     reference = str(data.get("reference", ""))
@@ -393,8 +398,8 @@ def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltIm
 def _pull_recorded(engine: Engine, registry_ref: str, reference: str) -> ImageInfo | None:
     """The image pushed earlier, pulled by its digest and tagged as built; None when the
     registry no longer has it (then it is built again)."""
-    from envsnap.engine import ImageNotFoundError
-    from envsnap.image import check_reference, is_pinned
+    from envsnap.image.dockeroutput import ImageNotFoundError
+    from envsnap.image.plan import check_reference, is_pinned
 
     if not is_pinned(registry_ref):
         return None
@@ -408,19 +413,13 @@ def _pull_recorded(engine: Engine, registry_ref: str, reference: str) -> ImageIn
 
 
 def _recorded_image_id(store: Store, env_id: str) -> str:
-    import tomllib
-
-    try:
-        data = tomllib.loads(_env_index_path(store, env_id).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    return str(data.get("image_id", ""))
+    return str(_image_record(store, env_id).get("image_id", ""))
 
 
 def _remove_replaced(engine: Engine, image_id: str) -> None:
     """A rebuild moved the environment's tag to a new image; the old one, now untagged, goes
     too, unless something still uses it (a container, another tag): then it stays."""
-    from envsnap.engine import EngineError
+    from envsnap.image.dockeroutput import EngineError
 
     info = engine.inspect_image(image_id)
     if info is None or info.repo_tags:
@@ -432,11 +431,10 @@ def _remove_replaced(engine: Engine, image_id: str) -> None:
 def _record_env_image(store: Store, built: BuiltImage) -> None:
     """Record the environment's image, and bring every run's image.toml of that environment up
     to date with it (a rebuild for one run replaces the image all of them name)."""
-    path = _env_index_path(store, built.env_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_toml(path, built.to_data())
+    text = _toml(built.to_data())
+    store.write_image_record(built.env_id, text)
     for run_dir in _runs_naming_env(store, built.env_id):
-        _write_toml(run_dir / IMAGE_FILE, built.to_data())
+        store.write_run_files(run_dir, {IMAGE_FILE: text})
 
 
 def _runs_naming_env(store: Store, env_id: str) -> list[Path]:
@@ -457,30 +455,19 @@ def _runs_naming_env(store: Store, env_id: str) -> list[Path]:
 
 def _write_image_toml(store: Store, run_dir: Path, built: BuiltImage) -> None:
     """The run's image.toml: the environment's record, written when it differs."""
-    path = run_dir / IMAGE_FILE
-    data = built.to_data()
+    text = _toml(built.to_data())
     try:
-        import tomllib
-
-        if tomllib.loads(path.read_text(encoding="utf-8")) == data:
+        if (run_dir / IMAGE_FILE).read_bytes() == text:
             return
-    except (OSError, ValueError):
+    except OSError:
         pass
-    _write_toml(path, data)
+    store.write_run_files(run_dir, {IMAGE_FILE: text})
 
 
-def _write_toml(path: Path, data: Mapping[str, Any]) -> None:
+def _toml(data: Mapping[str, Any]) -> bytes:
     import tomli_w
 
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(tomli_w.dumps(dict(data)).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return tomli_w.dumps(dict(data)).encode("utf-8")
 
 
 # --- index access inside the build ---------------------------------------------------------------
@@ -533,10 +520,8 @@ def build_tool_wheel() -> tuple[str, bytes]:
     Works however envsnap was installed (index, local, editable): the package directory is
     zipped with fixed times and the metadata written afresh.
     """
-    import envsnap
-
-    version = envsnap.__version__
-    package_dir = Path(envsnap.__file__).parent
+    version = __version__
+    package_dir = Path(__file__).resolve().parents[1]  # envsnap/, this file is envsnap/image/
     entries: dict[str, bytes] = {}
     for path in sorted(package_dir.rglob("*")):
         if path.is_dir() or "__pycache__" in path.parts or path.suffix == ".pyc":
@@ -588,7 +573,8 @@ def _tool_dependencies() -> list[tuple[str, str]]:
 
 def lock_tool_requirements(source: HashSource | None, *, cache_dir: Path | None) -> str:
     """Hash-locked requirements for envsnap's own dependencies in the image."""
-    from envsnap.lock import SimpleIndexClient, lock_packages
+    from envsnap.locking.index import SimpleIndexClient
+    from envsnap.locking.plan import lock_packages
     from envsnap.manifest import Tool
 
     packages = tuple(Package(name=name, version=version) for name, version in _tool_dependencies())

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from envsnap.capturing.redact import clean_url
 from envsnap.manifest import Conda, CondaPackage
-from envsnap.redact import clean_url
 
 # Hosts whose channels conda itself names by their path ("conda-forge", "pkgs/main").
 _NAMED_CHANNEL_HOSTS = frozenset({"conda.anaconda.org", "repo.anaconda.com", "repo.continuum.io"})

@@ -14,8 +14,8 @@ from dataclasses import field
 from pathlib import Path
 from typing import IO
 
+from envsnap.capturing.redact import clean_url
 from envsnap.manifest import Git, Model, model
-from envsnap.redact import clean_url
 
 DEFAULT_MAX_DIFF_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_UNTRACKED = 1000

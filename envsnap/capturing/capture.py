@@ -14,6 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envsnap.capturing.params import (
+    flatten_params,
+    load_params_file,
+    merge_params,
+    parse_cli_params,
+)
+from envsnap.capturing.redact import is_utf8_text, printable, redact_argv, select_environment
 from envsnap.config import Config
 from envsnap.errors import EXIT_ERROR, StoreError, UsageError
 from envsnap.manifest import (
@@ -28,12 +35,10 @@ from envsnap.manifest import (
     Result,
     model,
 )
-from envsnap.params import flatten_params, load_params_file, merge_params, parse_cli_params
-from envsnap.redact import is_utf8_text, printable, redact_argv, select_environment
 from envsnap.store import MANIFEST_FILE, Store
 
 if TYPE_CHECKING:
-    from envsnap.command import CommandOutcome
+    from envsnap.capturing.command import CommandOutcome
 
     CommandRunner = Callable[..., CommandOutcome]
 
@@ -146,8 +151,8 @@ def build_manifest(
 
     ``store_root``, when inside the repository, is left out of the git state.
     """
-    from envsnap.probes import data as data_probe
-    from envsnap.probes import git as git_probe
+    from envsnap.capturing.probes import data as data_probe
+    from envsnap.capturing.probes import git as git_probe
 
     # Bad input first, so nothing is probed (or written) for a command line that cannot work.
     _require_text(request, ctx)
@@ -281,7 +286,7 @@ def inside_repo(paths: Iterable[str], cwd: Path, repo_root: Path | None) -> tupl
 
 
 def _probe_environment(ctx: CaptureContext) -> dict[str, Any]:
-    from envsnap.probes import conda, container, cuda, gpu, python, system
+    from envsnap.capturing.probes import conda, container, cuda, gpu, python, system
 
     target = python.current_target(ctx.env)
     installed = python.find_distributions(target.site_dirs)
@@ -347,7 +352,7 @@ def execute(
 
     Raises ResultNotStoredError when result.toml cannot be written.
     """
-    from envsnap.command import (
+    from envsnap.capturing.command import (
         hash_outputs,
         read_metrics,
         recorded_path,

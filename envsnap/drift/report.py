@@ -9,11 +9,12 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from envsnap.drift import SEVERITY_ORDER, DriftReport, FieldDrift, MetricDrift
+from envsnap.drift.compare import DriftReport, FieldDrift, MetricDrift
+from envsnap.drift.rules import SEVERITY_ORDER
 from envsnap.manifest import Manifest, Result, to_data
 
 if TYPE_CHECKING:
-    from envsnap.rerun import RerunOutcome
+    from envsnap.drift.outcome import RerunOutcome
 
 _MAX_SHOWN = 60
 
@@ -215,7 +216,7 @@ def render_show(manifest: Manifest, result: Result | None) -> str:
     if m.conda.present:
         lines.append(f"conda     {m.conda.name}, {len(m.conda.packages)} packages")
     if m.git.present:
-        from envsnap.recorder import capture_warnings
+        from envsnap.capturing.capture import capture_warnings
 
         state = "dirty" if m.git.dirty else "clean"
         untracked = len(m.git.untracked) + m.git.untracked_omitted

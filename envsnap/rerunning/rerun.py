@@ -17,19 +17,21 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from envsnap.capturing.redact import REDACTED
 from envsnap.config import MetricTolerance
+from envsnap.drift.outcome import RerunOutcome
 from envsnap.errors import EnvsnapError, InterruptError, UsageError
-from envsnap.image import CODE_DIR
+from envsnap.image.plan import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
-from envsnap.redact import REDACTED
 
 if TYPE_CHECKING:
-    from envsnap.build import BuildOptions, BuiltImage
     from envsnap.config import Config
-    from envsnap.drift import DriftReport, Severity
-    from envsnap.engine import Engine, Mount
+    from envsnap.drift.compare import DriftReport
+    from envsnap.image.build import BuildOptions, BuiltImage
+    from envsnap.image.dockeroutput import Mount
+    from envsnap.image.engine import Engine
     from envsnap.store import Store, StoredRun
 
 CONTAINER_ORIGINAL = "/envsnap/original"
@@ -78,7 +80,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What a rerun showed: "not compared" when one of the runs (the original, in practice: a
 # manifest copied without its result.toml, or a capture whose result could not be written) has
 # no result, so exit code, outputs and metrics could not be compared.
-Verdict = Literal["reproduced", "not reproduced", "not compared"]
 
 
 class GpuError(UsageError):
@@ -94,36 +95,6 @@ class RerunOptions:
     tolerance: MetricTolerance | None = None
     network: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RerunOutcome:
-    """What a rerun did and the drift it found."""
-
-    original: str
-    rerun: str
-    directory: Path
-    image: str
-    image_id: str
-    exit_code: int
-    timed_out: bool = False
-    interrupted: bool = False
-    missing_env: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    report: DriftReport
-
-    def verdict(self, fail_on: Severity = "breaking") -> Verdict:
-        """Drift at or above ``fail_on``: not reproduced; else, without results on both sides:
-        not compared (never "reproduced"); else reproduced."""
-        if self.report.drifted(fail_on):
-            return "not reproduced"
-        if not self.report.results_compared:
-            return "not compared"
-        return "reproduced"
-
-    def failed(self, fail_on: Severity = "breaking") -> bool:
-        """Whether the rerun exits 1: anything but a reproduced run."""
-        return self.verdict(fail_on) != "reproduced"
 
 
 # --- checks before anything runs ---------------------------------------------------------------
@@ -279,9 +250,9 @@ def rerun_run(
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
     """Rerun a stored run in its image and compare the new run with it."""
-    from envsnap.build import build_run
-    from envsnap.engine import EXIT_TIMEOUT
-    from envsnap.worktree import materialize
+    from envsnap.image.build import build_run
+    from envsnap.image.dockeroutput import EXIT_TIMEOUT
+    from envsnap.rerunning.worktree import materialize
 
     manifest = stored.manifest
     plan = _preflight(stored, options, repo_root=repo_root, cwd=cwd, env=env, echo=echo)
@@ -323,7 +294,9 @@ def rerun_run(
         timed_out = options.timeout_s is not None and exit_code == EXIT_TIMEOUT and not interrupted
         new_dir = _recorded_run(scratch_store, exit_code, tail)
         if not (new_dir / "result.toml").is_file():
-            _write_stopped_result(new_dir, exit_code, interrupted, options.timeout_s)
+            _write_stopped_result(
+                Store(scratch_store), new_dir, exit_code, interrupted, options.timeout_s
+            )
         directory = store.import_run(new_dir)
     return RerunOutcome(
         original=manifest.run_id,
@@ -362,9 +335,9 @@ def _preflight(
     echo: Callable[[str], None] | None,
 ) -> _Preflight:
     """Every check that can refuse a rerun, done before the engine is asked anything."""
-    from envsnap.probes.data import fingerprint_data
-    from envsnap.probes.gpu import capture_gpu
-    from envsnap.worktree import CodeError, check_commit, check_restorable
+    from envsnap.capturing.probes.data import fingerprint_data
+    from envsnap.capturing.probes.gpu import capture_gpu
+    from envsnap.rerunning.worktree import CodeError, check_commit, check_restorable
 
     manifest = stored.manifest
     check_rerunnable(manifest)
@@ -411,7 +384,7 @@ def _mounts(
 ) -> list[Mount]:
     """Code and scratch store writable; the original manifest and every data path read-only,
     data at the place the command saw it."""
-    from envsnap.engine import Mount
+    from envsnap.image.dockeroutput import Mount
 
     mounts = [
         Mount(source=code, target=CODE_DIR, read_only=False),
@@ -429,7 +402,7 @@ def _mounts(
 
 def container_environment(manifest: Manifest, supplied: Mapping[str, str]) -> dict[str, str]:
     """The recorded allow-listed variables and determinism settings, plus what --env supplies."""
-    from envsnap.redact import DETERMINISM_VARIABLES
+    from envsnap.capturing.redact import DETERMINISM_VARIABLES
 
     values = dict(manifest.environment)
     values.update((k, v) for k, v in manifest.determinism.items() if k in DETERMINISM_VARIABLES)
@@ -466,11 +439,11 @@ def _recorded_run(scratch_store: Path, exit_code: int, tail: Sequence[str]) -> P
 
 
 def _write_stopped_result(
-    run_dir: Path, exit_code: int, interrupted: bool, timeout_s: float | None
+    scratch: Store, run_dir: Path, exit_code: int, interrupted: bool, timeout_s: float | None
 ) -> None:
     """A container stopped before the command ended wrote no result; record that it stopped."""
-    from envsnap.recorder import now_utc
-    from envsnap.store import Store, load_run_dir
+    from envsnap.capturing.capture import now_utc
+    from envsnap.store import load_run_dir
 
     run = load_run_dir(run_dir)
     moment = now_utc().isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -488,13 +461,13 @@ def _write_stopped_result(
         interrupted=True,
         error=error,
     )
-    Store(run_dir.parent.parent).write_result(run_dir, result)
+    scratch.write_result(run_dir, result)
 
 
 def _compare(
     stored: StoredRun, directory: Path, config: Config, options: RerunOptions
 ) -> DriftReport:
-    from envsnap.drift import compare
+    from envsnap.drift.compare import compare
     from envsnap.store import load_run_dir
 
     new = load_run_dir(directory)
@@ -524,9 +497,9 @@ def replay(
 ) -> Result:
     """Inside the rerun container: capture this environment as a rerun of ``original`` with the
     original's command, parameters, seeds, data and outputs, run the command, write the result."""
+    from envsnap.capturing.capture import CaptureContext, CaptureRequest, capture, execute, now_utc
+    from envsnap.capturing.probes.git import find_repo_root
     from envsnap.manifest import read_manifest
-    from envsnap.probes.git import find_repo_root
-    from envsnap.recorder import CaptureContext, CaptureRequest, capture, execute, now_utc
 
     manifest = read_manifest(original)
     request = CaptureRequest(

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from envsnap.capturing.redact import redact_param_value
 from envsnap.errors import ParamsError
 from envsnap.manifest import Param, ParamScalar, ParamSource, ParamValue, Redaction
-from envsnap.redact import redact_param_value
 
 # Later sources override earlier ones; within one source a key may be set once.
 _PRECEDENCE: tuple[ParamSource, ...] = ("default", "file", "api", "cli")

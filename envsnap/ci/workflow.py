@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import string
 import sys
 from pathlib import Path
 
+from envsnap.atomicfile import write_file
 from envsnap.errors import UsageError
 from envsnap.template import read_template
 
@@ -55,9 +55,7 @@ def write_workflow(
     text = render_workflow(manifest=manifest, fail_on=fail_on, install_command=install_command)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        write_file(target, text.encode("utf-8"))
     except OSError as exc:
         raise UsageError(
             f"{target} cannot be written ({exc.strerror or exc})", hint="check the directory"

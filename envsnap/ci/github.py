@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from envsnap.drift import DriftReport, Severity, severity_rank
+from envsnap.drift.compare import DriftReport
+from envsnap.drift.rules import Severity, severity_rank
 from envsnap.errors import UsageError
 
 
