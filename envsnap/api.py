@@ -114,7 +114,7 @@ def capture(
         cwd=ws.cwd, env=ws.env, now=now_utc(), repo_root=ws.repo_root, config=ws.config
     )
     captured = record(request, context, ws.store)
-    from envsnap.integrations import remember_capture  # trackers started later tag this run
+    from envsnap.capturing.active import remember_capture  # later trackers tag this run
 
     remember_capture(captured.run_id, ws.store.root)
     return captured

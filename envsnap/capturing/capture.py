@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envsnap.capturing.active import RUN_ID_VARIABLE, STORE_DIR_VARIABLE
 from envsnap.capturing.params import (
     flatten_params,
     load_params_file,
@@ -362,8 +363,8 @@ def execute(
     )
 
     child_env = dict(env)
-    child_env["ENVSNAP_RUN_ID"] = run.run_id
-    child_env["ENVSNAP_STORE_DIR"] = str(store.root.absolute())  # trackers inside find the run
+    child_env[RUN_ID_VARIABLE] = run.run_id
+    child_env[STORE_DIR_VARIABLE] = str(store.root.absolute())  # trackers inside find the run
     if "global" in run.manifest.seeds:
         child_env["ENVSNAP_SEED"] = str(run.manifest.seeds["global"])
     declared = run.manifest.outputs

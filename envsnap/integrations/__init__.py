@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from envsnap.capturing.active import ActiveRun
 from envsnap.errors import UsageError
 
 if TYPE_CHECKING:
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
 
 Tracker = Literal["mlflow", "wandb"]
 TRACKERS: tuple[Tracker, ...] = ("mlflow", "wandb")
-
-# What ``envsnap capture -- CMD`` exports to CMD, so a tracker running inside finds the run.
-RUN_ID_VARIABLE = "ENVSNAP_RUN_ID"
-STORE_DIR_VARIABLE = "ENVSNAP_STORE_DIR"
 
 # The files of a run directory a tracker gets, in this order, when present. diff.patch is left
 # out: unlike the manifest it is not redacted, and a team's tracker is often more widely read.
@@ -58,37 +55,6 @@ def require_tracker(tracker: Tracker) -> None:
             f"exporting to {title} needs the {module} package, which is not installed here",
             hint=f"install it with pip install 'envsnap[{tracker}]'",
         )
-
-
-# --- the run a tracker is running inside --------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ActiveRun:
-    """The envsnap run this process belongs to: its id and, when known, its store."""
-
-    run_id: str
-    store_dir: Path | None = None
-
-
-_captured_here: ActiveRun | None = None
-
-
-def remember_capture(run_id: str, store_dir: Path) -> None:
-    """Note that ``envsnap.capture()`` ran in this process, so a tracker run started later in it
-    is tagged with that run."""
-    global _captured_here
-    _captured_here = ActiveRun(run_id=run_id, store_dir=store_dir.absolute())
-
-
-def active_run(env: Mapping[str, str]) -> ActiveRun | None:
-    """The run this process belongs to: the one ``envsnap capture -- CMD`` started it under
-    (``ENVSNAP_RUN_ID``, ``ENVSNAP_STORE_DIR``), else one ``envsnap.capture()`` recorded here."""
-    run_id = env.get(RUN_ID_VARIABLE, "")
-    if run_id:
-        store = env.get(STORE_DIR_VARIABLE, "")
-        return ActiveRun(run_id=run_id, store_dir=Path(store) if store else None)
-    return _captured_here
 
 
 def load_active(active: ActiveRun, env: Mapping[str, str]) -> StoredRun:

@@ -16,11 +16,11 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from envsnap.capturing.active import active_run
 from envsnap.errors import EnvsnapError
 from envsnap.integrations import (
     ARTIFACT_DIR,
     Exported,
-    active_run,
     flat_params,
     load_active,
     run_facts,

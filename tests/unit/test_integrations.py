@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from envsnap import integrations
+from envsnap.capturing import active
+from envsnap.capturing.active import ActiveRun, active_run
 from envsnap.cli import main
 from envsnap.errors import EXIT_ERROR
 from envsnap.integrations import (
-    ActiveRun,
     ExtraMissingError,
-    active_run,
     flat_params,
     require_tracker,
     run_facts,
@@ -43,9 +43,9 @@ class TestActiveRun:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Without the variables, the run envsnap.capture() recorded in this process counts."""
-        monkeypatch.setattr(integrations, "_captured_here", None)
+        monkeypatch.setattr(active, "_captured_here", None)
         assert active_run({}) is None
-        integrations.remember_capture("20261122-163012-a1b2c3", tmp_path)
+        active.remember_capture("20261122-163012-a1b2c3", tmp_path)
         assert active_run({}) == ActiveRun(run_id="20261122-163012-a1b2c3", store_dir=tmp_path)
 
 
@@ -133,7 +133,7 @@ class TestMlflowProvider:
     def test_outside_envsnap_it_is_not_in_context(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """No variable and no capture in this process: MLflow skips the provider."""
         monkeypatch.delenv("ENVSNAP_RUN_ID", raising=False)
-        monkeypatch.setattr(integrations, "_captured_here", None)
+        monkeypatch.setattr(active, "_captured_here", None)
         assert not EnvsnapRunContextProvider().in_context()
 
 
