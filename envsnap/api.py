@@ -312,7 +312,7 @@ def rerun(
 ) -> RerunOutcome:
     """Rerun a recorded run in its pinned image (reused or built) and compare it with the
     original. ``env_values`` supplies variables whose values were redacted at capture."""
-    from envsnap.config import MetricTolerance
+    from envsnap.drift.rules import MetricTolerance
     from envsnap.image.engine import Engine
     from envsnap.rerunning.rerun import RerunOptions, rerun_run
     from envsnap.store import open_run as open_stored

@@ -10,17 +10,9 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from envsnap.drift.rules import CATEGORY_ORDER, SEVERITY_ORDER
+from envsnap.drift.rules import CATEGORY_ORDER, SEVERITY_ORDER, MetricTolerance
 from envsnap.errors import UsageError
 from envsnap.manifest import Model, model
-
-
-@model
-class MetricTolerance(Model):
-    """How far a metric may move in a rerun and still count as reproduced."""
-
-    rtol: float = 0.0
-    atol: float = 0.0
 
 
 @model

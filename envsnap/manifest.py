@@ -703,3 +703,24 @@ def _shape_error(origin: str, where: str, expected: str) -> ManifestError:
 
 def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
+
+
+def capture_warnings(manifest: Manifest) -> tuple[str, ...]:
+    """Sentences about what a manifest records only in part: a diff cut at its size bound or
+    not read, and submodules whose uncommitted changes no patch can carry."""
+    git = manifest.git
+    found: list[str] = []
+    if git.diff_truncated:
+        found.append(
+            f"the uncommitted diff is larger than git-max-diff-bytes and was cut at "
+            f"{git.diff_bytes} bytes, so envsnap rerun cannot restore this run's code; commit "
+            "the changes or raise git-max-diff-bytes in [tool.envsnap]"
+        )
+    elif git.present and git.dirty and git.reason:
+        found.append(f"the uncommitted diff was not recorded in full ({git.reason})")
+    if git.submodules_dirty:
+        found.append(
+            f"uncommitted changes inside submodule(s) {', '.join(git.submodules_dirty)} are not "
+            "recorded (only the submodule commit is); commit them inside the submodule"
+        )
+    return tuple(found)

@@ -34,6 +34,7 @@ from envsnap.manifest import (
     ParamSource,
     ParamValue,
     Result,
+    capture_warnings,
     model,
 )
 from envsnap.store import MANIFEST_FILE, Store
@@ -109,27 +110,6 @@ class CapturedRun(Model):
         return capture_warnings(self.manifest)
 
 
-def capture_warnings(manifest: Manifest) -> tuple[str, ...]:
-    """Sentences about what a manifest records only in part: a diff cut at its size bound or
-    not read, and submodules whose uncommitted changes no patch can carry."""
-    git = manifest.git
-    found: list[str] = []
-    if git.diff_truncated:
-        found.append(
-            f"the uncommitted diff is larger than git-max-diff-bytes and was cut at "
-            f"{git.diff_bytes} bytes, so envsnap rerun cannot restore this run's code; commit "
-            "the changes or raise git-max-diff-bytes in [tool.envsnap]"
-        )
-    elif git.present and git.dirty and git.reason:
-        found.append(f"the uncommitted diff was not recorded in full ({git.reason})")
-    if git.submodules_dirty:
-        found.append(
-            f"uncommitted changes inside submodule(s) {', '.join(git.submodules_dirty)} are not "
-            "recorded (only the submodule commit is); commit them inside the submodule"
-        )
-    return tuple(found)
-
-
 def parse_tags(items: Sequence[str]) -> dict[str, str]:
     """``["team=vision"]`` -> ``{"team": "vision"}``."""
     tags: dict[str, str] = {}
@@ -176,6 +156,7 @@ def build_manifest(
     pending_git = (
         git_probe.start_git_capture(
             ctx.cwd,
+            env=ctx.env,
             max_diff_bytes=ctx.config.git_max_diff_bytes,
             max_untracked=ctx.config.git_max_untracked,
             exclude_data=inside_repo([d.path for d in data], ctx.cwd, ctx.repo_root),

@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from envsnap.config import MetricTolerance
 from envsnap.drift.rules import (
     CATEGORY_ORDER,
     NOT_COMPARED,
     SEVERITY_ORDER,
     Change,
+    MetricTolerance,
     Severity,
     classify,
     is_rerun_pair,

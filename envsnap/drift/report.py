@@ -216,7 +216,7 @@ def render_show(manifest: Manifest, result: Result | None) -> str:
     if m.conda.present:
         lines.append(f"conda     {m.conda.name}, {len(m.conda.packages)} packages")
     if m.git.present:
-        from envsnap.capturing.capture import capture_warnings
+        from envsnap.manifest import capture_warnings
 
         state = "dirty" if m.git.dirty else "clean"
         untracked = len(m.git.untracked) + m.git.untracked_omitted

@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from envsnap.manifest import Model, model
+
 if TYPE_CHECKING:
     from envsnap.manifest import Manifest
 
@@ -200,3 +202,11 @@ def _as_severity(value: str) -> Severity:
 
 
 # --- flattening -------------------------------------------------------------------------------
+
+
+@model
+class MetricTolerance(Model):
+    """How far a metric may move in a rerun and still count as reproduced."""
+
+    rtol: float = 0.0
+    atol: float = 0.0

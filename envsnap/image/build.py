@@ -322,7 +322,7 @@ def _project_files(
 ) -> dict[str, bytes]:
     """The project's tracked files at the recorded commit plus diff, as ``project/...`` context
     entries, for its editable packages."""
-    from envsnap.rerunning.worktree import materialize
+    from envsnap.checkout import materialize
 
     names = ", ".join(p.name for p in run.manifest.python.packages if p.source == "editable")
     if options.repo_root is None:

@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from envsnap.capturing.redact import REDACTED
-from envsnap.config import MetricTolerance
 from envsnap.drift.outcome import RerunOutcome
+from envsnap.drift.rules import MetricTolerance
 from envsnap.errors import EnvsnapError, InterruptError, UsageError
 from envsnap.image.plan import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
@@ -250,9 +250,9 @@ def rerun_run(
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
     """Rerun a stored run in its image and compare the new run with it."""
+    from envsnap.checkout import materialize
     from envsnap.image.build import build_run
     from envsnap.image.dockeroutput import EXIT_TIMEOUT
-    from envsnap.rerunning.worktree import materialize
 
     manifest = stored.manifest
     plan = _preflight(stored, options, repo_root=repo_root, cwd=cwd, env=env, echo=echo)
@@ -337,7 +337,7 @@ def _preflight(
     """Every check that can refuse a rerun, done before the engine is asked anything."""
     from envsnap.capturing.probes.data import fingerprint_data
     from envsnap.capturing.probes.gpu import capture_gpu
-    from envsnap.rerunning.worktree import CodeError, check_commit, check_restorable
+    from envsnap.checkout import CodeError, check_commit, check_restorable
 
     manifest = stored.manifest
     check_rerunnable(manifest)

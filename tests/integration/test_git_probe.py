@@ -5,12 +5,12 @@ submodules named, from as few git calls as possible."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from envsnap.capturing.probes import git as git_probe
 from envsnap.capturing.probes.git import capture_git, find_repo_root
 from envsnap.manifest import Git
 from tests.integration.conftest import git
@@ -38,7 +38,7 @@ def head(root: Path) -> str:
 class TestClean:
     def test_clean_repo(self, repo: Path) -> None:
         """A clean repository gives its commit and branch, not dirty, and no diff bytes."""
-        section, diff = capture_git(repo)
+        section, diff = capture_git(repo, env=os.environ)
         assert section == Git(present=True, commit=head(repo), branch="main")
         assert diff == b""
 
@@ -46,13 +46,13 @@ class TestClean:
         """Capture from a subdirectory describes the whole repository, paths from its root."""
         (repo / "src").mkdir()
         (repo / "notes.txt").write_text("x\n")
-        section, _ = capture_git(repo / "src")
+        section, _ = capture_git(repo / "src", env=os.environ)
         assert (section.commit, section.untracked) == (head(repo), ("notes.txt",))
 
     def test_detached_head_has_no_branch(self, repo: Path) -> None:
         """A detached HEAD records the commit and an empty branch."""
         git(repo, "checkout", "--quiet", "--detach")
-        section, _ = capture_git(repo)
+        section, _ = capture_git(repo, env=os.environ)
         assert (section.present, section.commit, section.branch) == (True, head(repo), "")
 
 
@@ -62,7 +62,7 @@ class TestDirty:
         (repo / "train.py").write_text("print('train harder')\n")
         (repo / "weights.bin").write_bytes(bytes(range(256)))
         git(repo, "add", "weights.bin")
-        section, diff = capture_git(repo)
+        section, diff = capture_git(repo, env=os.environ)
         assert section.dirty and not section.diff_truncated
         assert section.diff_bytes == len(diff) > 0
         assert section.diff_sha256 == hashlib.sha256(diff).hexdigest()
@@ -80,20 +80,20 @@ class TestDirty:
         git(repo, "config", "diff.noprefix", "true")
         git(repo, "config", "color.diff", "always")
         (repo / "train.py").write_text("changed\n")
-        _, diff = capture_git(repo)
+        _, diff = capture_git(repo, env=os.environ)
         assert diff.startswith(b"diff --git a/train.py b/train.py\n")
         assert b"\x1b[" not in diff
 
     def test_untracked_only_is_not_dirty(self, repo: Path) -> None:
         """Untracked files are listed but do not make the tree dirty or produce a diff."""
         (repo / "scratch.txt").write_text("x\n")
-        section, diff = capture_git(repo)
+        section, diff = capture_git(repo, env=os.environ)
         assert (section.dirty, section.untracked, diff) == (False, ("scratch.txt",), b"")
 
     def test_diff_truncated_at_limit(self, repo: Path) -> None:
         """A diff larger than max_diff_bytes is cut at the limit and marked truncated."""
         (repo / "train.py").write_text("".join(f"line {i}\n" for i in range(5000)))
-        section, diff = capture_git(repo, max_diff_bytes=100)
+        section, diff = capture_git(repo, env=os.environ, max_diff_bytes=100)
         assert section.diff_truncated
         assert len(diff) == section.diff_bytes == 100
         assert section.diff_sha256 == hashlib.sha256(diff).hexdigest()
@@ -103,8 +103,8 @@ class TestDirty:
     def test_diff_exactly_at_limit_not_truncated(self, repo: Path) -> None:
         """A diff exactly max_diff_bytes long is complete, not truncated."""
         (repo / "train.py").write_text("changed\n")
-        _, whole = capture_git(repo)
-        section, diff = capture_git(repo, max_diff_bytes=len(whole))
+        _, whole = capture_git(repo, env=os.environ)
+        section, diff = capture_git(repo, env=os.environ, max_diff_bytes=len(whole))
         assert (diff, section.diff_truncated) == (whole, False)
 
 
@@ -114,7 +114,7 @@ class TestUntracked:
         (repo / "out" / "b").mkdir(parents=True)
         for name in ("z.txt", "a.txt", "m.txt", "out/b/c.txt", "out/a.txt"):
             (repo / name).write_text(name)
-        section, _ = capture_git(repo, max_untracked=3)
+        section, _ = capture_git(repo, env=os.environ, max_untracked=3)
         assert section.untracked == ("a.txt", "m.txt", "out/")
         assert section.untracked_omitted == 1
 
@@ -125,7 +125,7 @@ class TestUntracked:
         checkpoint.parent.mkdir()
         with checkpoint.open("wb") as handle:  # sparse: 4 GiB apparent size, no blocks
             handle.truncate(4 * 1024**3)
-        section, diff = capture_git(repo)
+        section, diff = capture_git(repo, env=os.environ)
         assert section.untracked == ("ckpt/",)
         assert diff == b""
 
@@ -142,7 +142,7 @@ class TestUntracked:
         git(repo, "commit", "--quiet", "-m", "src")
         (repo / "src" / "new" / "a.py").write_text("")
         (repo / "notes.txt").write_text("")
-        section, _ = capture_git(repo, max_untracked=1000)
+        section, _ = capture_git(repo, env=os.environ, max_untracked=1000)
         assert section.untracked == (".venv/", "notes.txt", "src/new/")
         assert section.untracked_omitted == 0
 
@@ -151,7 +151,7 @@ class TestUntracked:
         (repo / ".gitignore").write_text("outputs/\n")
         (repo / "outputs").mkdir()
         (repo / "outputs" / "x.npy").write_bytes(b"x")
-        section, _ = capture_git(repo)
+        section, _ = capture_git(repo, env=os.environ)
         assert section.untracked == (".gitignore",)
 
 
@@ -165,12 +165,12 @@ class TestExcluded:
         git(repo, "commit", "--quiet", "-m", "data")
         (repo / "data" / "train.csv").write_text("a,b\n9,9\n")
         (repo / "data" / "extra.csv").write_text("new\n")
-        section, diff = capture_git(repo, exclude_data=["data"])
+        section, diff = capture_git(repo, env=os.environ, exclude_data=["data"])
         assert (section.dirty, section.diff_sha256, diff) == (False, "", b"")
         assert (section.untracked, section.excluded) == ((), ("data",))
 
         (repo / "train.py").write_text("print('changed')\n")
-        section, diff = capture_git(repo, exclude_data=["data/train.csv"])
+        section, diff = capture_git(repo, env=os.environ, exclude_data=["data/train.csv"])
         assert section.dirty and b"train.py" in diff and b"train.csv" not in diff
         assert section.untracked == ("data/extra.csv",)
 
@@ -179,17 +179,17 @@ class TestExcluded:
         (repo / "exp").mkdir()
         (repo / "exp" / "data.csv").write_text("x\n")
         (repo / "exp" / "run.py").write_text("x\n")
-        section, _ = capture_git(repo / "exp", exclude_data=["exp/data.csv"])
+        section, _ = capture_git(repo / "exp", env=os.environ, exclude_data=["exp/data.csv"])
         assert section.untracked == ("exp/",)  # run.py is in it
         (repo / "exp" / "run.py").unlink()
-        section, _ = capture_git(repo / "exp", exclude_data=["exp/data.csv"])
+        section, _ = capture_git(repo / "exp", env=os.environ, exclude_data=["exp/data.csv"])
         assert section.untracked == ()
 
     def test_store_is_never_listed_nor_named(self, repo: Path) -> None:
         """envsnap's own store inside the repository is neither untracked drift nor recorded."""
         (repo / ".envsnap" / "runs" / "x").mkdir(parents=True)
         (repo / ".envsnap" / "runs" / "x" / "manifest.toml").write_text("x\n")
-        section, _ = capture_git(repo, exclude_private=[".envsnap"])
+        section, _ = capture_git(repo, env=os.environ, exclude_private=[".envsnap"])
         assert section == Git(present=True, commit=head(repo), branch="main")
 
 
@@ -220,7 +220,7 @@ class TestSubmodule:
         carry them), and alone do not make the tree dirty."""
         repo = with_submodule
         (repo / "vendor" / "lib" / "lib.py").write_text("VALUE = 2\n")
-        section, diff = capture_git(repo)
+        section, diff = capture_git(repo, env=os.environ)
         assert section.submodules_dirty == ("vendor/lib",)
         assert (section.dirty, diff) == (False, b"")
 
@@ -231,7 +231,7 @@ class TestSubmodule:
         repo = with_submodule
         (repo / "vendor" / "lib" / "new.txt").write_text("untracked inside\n")
         (repo / "train.py").write_text("print('changed')\n")
-        section, diff = capture_git(repo)
+        section, diff = capture_git(repo, env=os.environ)
         assert section.dirty and section.submodules_dirty == ("vendor/lib",)
         assert b"-dirty" not in diff and b"Subproject" not in diff
         clone = tmp_path / "clone"
@@ -255,18 +255,18 @@ class TestRemote:
     def test_token_in_query_removed(self, repo: Path, url: str, recorded: str) -> None:
         """A token in the remote URL's query string is not recorded."""
         git(repo, "remote", "add", "origin", url)
-        assert capture_git(repo)[0].remote_url == recorded
+        assert capture_git(repo, env=os.environ)[0].remote_url == recorded
 
     def test_token_removed_from_https_remote(self, repo: Path) -> None:
         """An https remote with an embedded token is recorded without user or token."""
         git(repo, "remote", "add", "origin", "https://user:ghp_xxx@github.com/o/r.git")
-        section, _ = capture_git(repo)
+        section, _ = capture_git(repo, env=os.environ)
         assert section.remote_url == "https://github.com/o/r.git"
 
     def test_scp_remote_loses_user(self, repo: Path) -> None:
         """An scp-like ssh remote keeps host and path but not the user."""
         git(repo, "remote", "add", "origin", "git@github.com:o/r.git")
-        assert capture_git(repo)[0].remote_url == "github.com:o/r.git"
+        assert capture_git(repo, env=os.environ)[0].remote_url == "github.com:o/r.git"
 
     def test_upstream_remote_preferred_over_origin(self, repo: Path, tmp_path: Path) -> None:
         """The remote of the branch's upstream is recorded, even when its name holds a slash."""
@@ -275,17 +275,17 @@ class TestRemote:
         git(repo, "remote", "add", "origin", "https://example.com/origin.git")
         git(repo, "remote", "add", "team/fork", str(upstream))
         git(repo, "push", "--quiet", "--set-upstream", "team/fork", "main")
-        assert capture_git(repo)[0].remote_url == str(upstream)
+        assert capture_git(repo, env=os.environ)[0].remote_url == str(upstream)
 
     def test_no_remote(self, repo: Path) -> None:
         """A repository without remotes records an empty remote URL."""
-        assert capture_git(repo)[0].remote_url == ""
+        assert capture_git(repo, env=os.environ)[0].remote_url == ""
 
 
 class TestAbsent:
     def test_not_a_repo(self, tmp_path: Path) -> None:
         """A directory outside any repository gives present=False with the reason."""
-        assert capture_git(tmp_path) == (
+        assert capture_git(tmp_path, env=os.environ) == (
             Git(present=False, reason="not inside a git repository"),
             b"",
         )
@@ -294,29 +294,24 @@ class TestAbsent:
         """A repository with no commits yet gives present=False with the reason."""
         git(tmp_path, "init", "--quiet")
         (tmp_path / "x.py").write_text("x\n")
-        section, diff = capture_git(tmp_path)
+        section, diff = capture_git(tmp_path, env=os.environ)
         assert section == Git(present=False, reason="the git repository has no commits yet")
         assert diff == b""
 
     def test_missing_directory(self, tmp_path: Path) -> None:
         """A working directory that does not exist gives present=False, not an exception."""
-        section, _ = capture_git(tmp_path / "gone")
+        section, _ = capture_git(tmp_path / "gone", env=os.environ)
         assert section.present is False
 
     def test_git_not_installed(self, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without git on PATH the section says git is not installed."""
-        git_probe.git_executable.cache_clear()
-        monkeypatch.setenv("PATH", "")
-        try:
-            section, _ = capture_git(repo)
-        finally:
-            git_probe.git_executable.cache_clear()
+        section, _ = capture_git(repo, env={**os.environ, "PATH": ""})
         assert section == Git(present=False, reason="git is not installed (not found on PATH)")
 
     def test_git_error_tail_in_reason(self, repo: Path) -> None:
         """A failing git status puts the tail of git's stderr into the reason."""
         (repo / ".git" / "index").write_bytes(b"DIRC")
-        section, _ = capture_git(repo)
+        section, _ = capture_git(repo, env=os.environ)
         assert section.present is False
         assert section.reason.startswith("git status failed: ")
         assert "index file" in section.reason
@@ -335,7 +330,7 @@ class TestFindRepoRoot:
         git(repo, "worktree", "add", "--quiet", str(worktree))
         assert (worktree / ".git").is_file()
         assert find_repo_root(worktree) == worktree
-        assert capture_git(worktree)[0].commit == head(repo)
+        assert capture_git(worktree, env=os.environ)[0].commit == head(repo)
 
     def test_outside_any_repo(self, tmp_path: Path) -> None:
         """Outside a repository the answer is None."""

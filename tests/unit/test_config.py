@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.config import MetricTolerance, load_config
+from envsnap.config import load_config
+from envsnap.drift.rules import MetricTolerance
 from envsnap.errors import UsageError
 
 

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from envsnap.config import MetricTolerance
 from envsnap.drift.compare import compare
+from envsnap.drift.rules import MetricTolerance
 from envsnap.errors import UsageError
 from envsnap.manifest import DataItem, Gpu, GpuDevice, Manifest, OutputFile, Package, Result
 from tests.conftest import sample_manifest

@@ -20,14 +20,13 @@ from envsnap.capturing.capture import (
     CaptureRequest,
     ResultNotStoredError,
     build_manifest,
-    capture_warnings,
     execute,
     inside_repo,
 )
 from envsnap.capturing.command import CommandOutcome
 from envsnap.config import Config
 from envsnap.errors import EnvsnapError, UsageError
-from envsnap.manifest import Git, Outputs
+from envsnap.manifest import Git, Outputs, capture_warnings
 from envsnap.store import Store
 from tests.conftest import sample_manifest
 

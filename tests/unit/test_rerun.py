@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from envsnap.checkout import CodeError, check_restorable
 from envsnap.drift.compare import DriftReport, FieldDrift
 from envsnap.drift.outcome import RerunOutcome
 from envsnap.drift.report import render_rerun_json, render_rerun_markdown, render_rerun_text
@@ -34,7 +35,6 @@ from envsnap.rerunning.rerun import (
     parse_duration,
     parse_env_options,
 )
-from envsnap.rerunning.worktree import CodeError, check_restorable
 
 NO_GPU = Gpu(available=False, reason="no NVIDIA driver loaded")
 H100 = GpuDevice(index=0, name="NVIDIA H100 80GB HBM3", uuid="GPU-1")

@@ -1,20 +1,19 @@
-"""The [git] section and the diff against HEAD; the only module that runs git. Finding the
+"""The [git] section and the diff against HEAD, read through envsnap/git.py's runner. Finding the
 repository root is done without git, because the store location needs it on every command."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
-import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
 from typing import IO
 
 from envsnap.capturing.redact import clean_url
+from envsnap.git import GitRunner
 from envsnap.manifest import Git, Model, model
 
 DEFAULT_MAX_DIFF_BYTES = 8 * 1024 * 1024
@@ -23,9 +22,6 @@ DEFAULT_MAX_UNTRACKED = 1000
 _TIMEOUT_S = 120.0
 _STDERR_TAIL = 400
 _CHUNK = 64 * 1024
-# Capture must not take the index lock (a training job may run while the user commits), and
-# messages are matched in English.
-_GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 # Untracked directories collapse to one entry ("venv/"), as plain `git status` shows them: a
 # virtual environment inside the repository is one entry, not ten thousand files.
 _STATUS_ARGS = ("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal")
@@ -58,21 +54,6 @@ class _Status(Model):
     submodules_dirty: list[str] = field(default_factory=list)
 
 
-@functools.cache
-def git_executable() -> str | None:
-    """The git executable on PATH, looked up once per process; None when git is not installed.
-
-    shutil.which's search, written out: importing shutil loads bz2 and lzma for its archive
-    helpers, a few milliseconds of capture's start-up. Like capture itself (``os.uname``) this
-    assumes POSIX; an empty PATH entry (the working directory) is not searched.
-    """
-    for directory in os.get_exec_path():
-        candidate = os.path.join(directory, "git")
-        if directory and os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
-            return candidate
-    return None
-
-
 def find_repo_root(cwd: Path) -> Path | None:
     """The nearest directory at or above ``cwd`` holding ``.git`` (a directory, or a file as in
     worktrees and submodules); None outside a repository. Runs no process."""
@@ -89,6 +70,7 @@ def find_repo_root(cwd: Path) -> Path | None:
 def capture_git(
     cwd: Path,
     *,
+    env: Mapping[str, str],
     max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES,
     max_untracked: int = DEFAULT_MAX_UNTRACKED,
     exclude_data: Sequence[str] = (),
@@ -97,6 +79,7 @@ def capture_git(
     """The [git] section and the bytes of ``git diff HEAD --binary`` (bounded). Never raises."""
     pending = start_git_capture(
         cwd,
+        env=env,
         max_diff_bytes=max_diff_bytes,
         max_untracked=max_untracked,
         exclude_data=exclude_data,
@@ -108,6 +91,7 @@ def capture_git(
 def start_git_capture(
     cwd: Path,
     *,
+    env: Mapping[str, str],
     max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES,
     max_untracked: int = DEFAULT_MAX_UNTRACKED,
     exclude_data: Sequence[str] = (),
@@ -127,6 +111,7 @@ def start_git_capture(
     """
     return PendingGit(
         cwd,
+        GitRunner(env),
         max_diff_bytes=max_diff_bytes,
         max_untracked=max_untracked,
         exclude_data=exclude_data,
@@ -150,6 +135,7 @@ class PendingGit:
     def __init__(
         self,
         cwd: Path,
+        runner: GitRunner,
         *,
         max_diff_bytes: int,
         max_untracked: int,
@@ -161,25 +147,25 @@ class PendingGit:
         self._max_untracked = max_untracked
         self._excluded = tuple(sorted({p for p in exclude_data if p and p != "."}))
         self._pathspecs = exclusion_pathspecs((*self._excluded, *exclude_private))
-        self._git = git_executable()
+        self._git = runner
         self._status: _Started | None = None
         self._remotes: _Started | None = None
         self._failure = ""
-        if self._git is None:
+        if runner.executable is None:
             self._failure = "git is not installed (not found on PATH)"
             return
         try:
-            self._status = _Started(self._git, cwd, (*_STATUS_ARGS, *self._pathspecs))
+            self._status = _Started(runner, cwd, (*_STATUS_ARGS, *self._pathspecs))
             # Alongside status, not after it: which remote is the upstream's is known only from
             # status, so every remote's URL is read and the choice made later.
-            self._remotes = _Started(self._git, cwd, _REMOTE_URLS_ARGS)
+            self._remotes = _Started(runner, cwd, _REMOTE_URLS_ARGS)
         except (OSError, subprocess.SubprocessError) as exc:
             self.cancel()
             self._failure = f"git could not be run: {exc}"
 
     def finish(self) -> tuple[Git, bytes]:
         """The [git] section and the diff bytes, once git is done. Never raises."""
-        if self._git is None or self._status is None or self._remotes is None:
+        if self._status is None or self._remotes is None:
             return Git(present=False, reason=self._failure), b""
         try:
             return self._collect(self._git, self._status, self._remotes)
@@ -194,7 +180,9 @@ class PendingGit:
             if command is not None:
                 command.cancel()
 
-    def _collect(self, git: str, status_command: _Started, remotes: _Started) -> tuple[Git, bytes]:
+    def _collect(
+        self, git: GitRunner, status_command: _Started, remotes: _Started
+    ) -> tuple[Git, bytes]:
         code, out, err = status_command.wait()
         if code != 0:
             if "not a git repository" in err:
@@ -234,19 +222,12 @@ class PendingGit:
 class _Started:
     """One git command running in the background, its output read by ``wait``."""
 
-    def __init__(self, git: str, cwd: Path, args: Sequence[str]) -> None:
+    def __init__(self, git: GitRunner, cwd: Path, args: Sequence[str]) -> None:
         self._name = args[0]
         self._process: subprocess.Popen[bytes] | None = None
         # A cwd that does not exist is reported by Python as a missing file; wait() says so.
         with contextlib.suppress(FileNotFoundError):
-            self._process = subprocess.Popen(
-                [git, *args],
-                cwd=cwd,
-                env=_environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            self._process = git.start(args, cwd)
 
     def wait(self) -> tuple[int, bytes, str]:
         """Exit code, stdout and stderr; a timeout or a missing cwd as a failed exit."""
@@ -330,7 +311,7 @@ def _remote_url(config: tuple[int, bytes, str], upstream: str) -> str:
 
 
 def _read_diff(
-    git: str, cwd: Path, limit: int, pathspecs: Sequence[str] = ()
+    git: GitRunner, cwd: Path, limit: int, pathspecs: Sequence[str] = ()
 ) -> tuple[bytes, bool, str]:
     """At most ``limit`` bytes of the diff, whether there was more, and why git failed."""
     import tempfile  # only a dirty tree needs it; kept off the clean capture path
@@ -338,14 +319,7 @@ def _read_diff(
     limit = max(limit, 0)
     with tempfile.TemporaryFile() as stderr:
         # stderr goes to a file so a chatty git cannot fill a pipe we are not reading.
-        process = subprocess.Popen(
-            [git, *_DIFF_ARGS, *pathspecs],
-            cwd=cwd,
-            env=_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
+        process = git.start((*_DIFF_ARGS, *pathspecs), cwd, stderr=stderr)
         assert process.stdout is not None
         chunks: list[bytes] = []
         size = 0
@@ -372,10 +346,6 @@ def _read_diff(
         if truncated or code == 0:
             return diff, truncated, ""
         return diff, False, f"git diff failed: {_tail(_read_all(stderr))}"
-
-
-def _environment() -> dict[str, str]:
-    return {**os.environ, **_GIT_ENV}
 
 
 def _read_all(handle: IO[bytes]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from envsnap.capturing.probes.git import capture_git
-from envsnap.rerunning.worktree import materialize
+from envsnap.checkout import materialize
 from tests.integration.conftest import git
 
 pytestmark = pytest.mark.integration
@@ -36,21 +36,21 @@ class TestDataInTheCheckout:
         even for a git that is not told to exclude it (an older envsnap in a reused image)."""
         (repo / "data" / "train.csv").write_text("a,b\n9,9\n")
         (repo / "train.py").write_text("print('train harder')\n")
-        section, patch = capture_git(repo, exclude_data=["data"])
+        section, patch = capture_git(repo, env=os.environ, exclude_data=["data"])
         assert section.excluded == ("data",) and b"train.csv" not in patch
 
         dest = tmp_path / "checkout"
         materialize(repo, section, patch, dest, env=dict(os.environ))
         assert (dest / "train.py").read_text() == "print('train harder')\n"
         (dest / "data" / "train.csv").write_text("a,b\n7,7\n")  # what the data mount shows
-        plain, _ = capture_git(dest)
-        excluded, _ = capture_git(dest, exclude_data=["data"])
+        plain, _ = capture_git(dest, env=os.environ)
+        excluded, _ = capture_git(dest, env=os.environ, exclude_data=["data"])
         assert plain.diff_sha256 == excluded.diff_sha256 == section.diff_sha256
         assert "train.csv" not in git(dest, "status", "--porcelain")
 
     def test_without_exclusions_nothing_is_marked(self, repo: Path, tmp_path: Path) -> None:
         """A run that declared no data gets a plain checkout."""
-        section, patch = capture_git(repo)
+        section, patch = capture_git(repo, env=os.environ)
         dest = tmp_path / "checkout"
         materialize(repo, section, patch, dest, env=dict(os.environ))
         (dest / "data" / "train.csv").write_text("changed\n")

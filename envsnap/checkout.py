@@ -1,6 +1,6 @@
-"""The recorded code, materialised for a rerun: the recorded commit plus the recorded diff, in a
-scratch git repository of its own. The user's repository is only read (one shallow fetch from
-it); its working tree, index and refs are never touched.
+"""The recorded code, materialised for a rerun or a build: the recorded commit plus the recorded
+diff, in a scratch git repository of its own. The user's repository is only read (one shallow
+fetch from it); its working tree, index and refs are never touched.
 
 Declared data paths are data, not code: capture leaves them out of the diff (Git.excluded), and
 the checkout marks the tracked ones skip-worktree, so the data mounted over them in the container
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from envsnap.errors import EnvsnapError, UsageError
+from envsnap.git import GitRunner
 from envsnap.manifest import Git
 
 _TIMEOUT_S = 300.0
@@ -61,45 +62,24 @@ def check_restorable(git: Git, patch: bytes | None) -> None:
             )
 
 
-class _GitRunner:
-    """Runs git with a fixed environment, echoing each command when asked."""
+def _runner(env: Mapping[str, str], echo: Callable[[str], None] | None) -> _Git:
+    runner = GitRunner(env, echo=echo)
+    if runner.executable is None:
+        raise CodeError("git is not installed (not found on PATH)", hint="install git")
+    return _Git(runner)
 
-    def __init__(self, env: Mapping[str, str], echo: Callable[[str], None] | None) -> None:
-        from envsnap.capturing.probes.git import git_executable
 
-        exe = git_executable()
-        if exe is None:
-            raise CodeError("git is not installed (not found on PATH)", hint="install git")
-        self.exe = exe
-        self.env = {**env, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-        self.echo = echo
+class _Git:
+    """``GitRunner.run`` with the checkout's timeout, a failure to run git as one sentence."""
+
+    def __init__(self, runner: GitRunner) -> None:
+        self._runner = runner
 
     def __call__(
         self, args: Sequence[str], cwd: Path, *, stdin: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
-        argv = [self.exe, *args]
-        if self.echo is not None:
-            self.echo("+ " + " ".join(argv))
         try:
-            if stdin is not None:
-                return subprocess.run(
-                    argv,
-                    cwd=cwd,
-                    env=self.env,
-                    input=stdin,
-                    capture_output=True,
-                    timeout=_TIMEOUT_S,
-                    check=False,
-                )
-            return subprocess.run(
-                argv,
-                cwd=cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=_TIMEOUT_S,
-                check=False,
-            )
+            return self._runner.run(args, cwd, stdin=stdin, timeout=_TIMEOUT_S)
         except (OSError, subprocess.SubprocessError) as exc:
             raise EnvsnapError(
                 f"git could not be run ({exc})", hint="check the git install"
@@ -114,7 +94,7 @@ def check_commit(
     echo: Callable[[str], None] | None = None,
 ) -> None:
     """A CodeError when ``repo`` no longer has the recorded commit."""
-    git = _GitRunner(env, echo)
+    git = _runner(env, echo)
     if git(("cat-file", "-e", f"{commit}^{{commit}}"), repo).returncode != 0:
         raise CodeError(
             f"the recorded commit {commit[:12]} is not in the repository at {repo}",
@@ -135,7 +115,7 @@ def materialize(
     recorded diff there, so the tree is exactly what the run was captured in (tracked files)."""
     check_restorable(git, patch)
     check_commit(repo, git.commit, env=env, echo=echo)
-    call = _GitRunner(env, echo)
+    call = _runner(env, echo)
     commit = git.commit
     dest.mkdir(parents=True)
     steps: list[tuple[str, Sequence[str]]] = [
@@ -165,7 +145,7 @@ def materialize(
         _skip_data(call, dest, git.excluded)
 
 
-def _skip_data(call: _GitRunner, dest: Path, excluded: Sequence[str]) -> None:
+def _skip_data(call: _Git, dest: Path, excluded: Sequence[str]) -> None:
     """Mark the tracked files under the declared data paths skip-worktree in the checkout."""
     listed = call(("ls-files", "-z", "--", *(f":(top,literal){p}" for p in excluded)), dest)
     if listed.returncode != 0:
