@@ -269,9 +269,11 @@ def inside_repo(paths: Iterable[str], cwd: Path, repo_root: Path | None) -> tupl
 
 def _probe_environment(ctx: CaptureContext) -> dict[str, Any]:
     from envsnap.capturing.probes import conda, container, cuda, gpu, python, system
+    from envsnap.capturing.probes.distributions import find_distributions
+    from envsnap.capturing.probes.interpreter import current_target
 
-    target = python.current_target(ctx.env)
-    installed = python.find_distributions(target.site_dirs)
+    target = current_target(ctx.env)
+    installed = find_distributions(target.site_dirs)
     python_section = python.capture_python(
         target, env=ctx.env, repo_root=ctx.repo_root, installed=installed
     )

@@ -14,13 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.capturing.probes.python import (
-    PythonTarget,
-    capture_python,
-    capture_tool,
-    current_target,
-    target_for_prefix,
-)
+from envsnap.capturing.probes.interpreter import PythonTarget, current_target, target_for_prefix
+from envsnap.capturing.probes.python import capture_python, capture_tool
 from envsnap.manifest import Package, Python
 from tests.integration.conftest import git
 

@@ -28,7 +28,7 @@ from envsnap.locking.plan import lock_packages
 from envsnap.manifest import Manifest, Package, Python
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
-from tests.unit.test_lock import FakeIndex, mixed_manifest
+from tests.unit.locking.test_plan import FakeIndex, mixed_manifest
 
 Answer = Callable[[http.server.BaseHTTPRequestHandler], None]
 

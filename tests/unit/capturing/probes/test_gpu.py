@@ -20,7 +20,7 @@ from envsnap.capturing.probes.gpu import (
 )
 from envsnap.manifest import Gpu, GpuDevice, read_manifest, to_data
 
-GPU_DATA = Path(__file__).resolve().parents[2] / "data" / "gpu"
+GPU_DATA = Path(__file__).resolve().parents[3] / "data" / "gpu"
 
 
 class NVMLError(Exception):

@@ -18,7 +18,7 @@ from envsnap.image.plan import (
 from envsnap.manifest import Container, Cuda, read_manifest, seal
 from tests.conftest import sample_manifest
 
-GPU_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "gpu"
+GPU_FIXTURES = Path(__file__).resolve().parents[2] / "data" / "gpu"
 PINNED = "127.0.0.1:5000/team/python@sha256:" + "a" * 64
 
 

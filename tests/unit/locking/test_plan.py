@@ -31,7 +31,7 @@ from envsnap.manifest import Conda, CondaPackage, Host, Manifest, Package, Pytho
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "lock"
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "lock"
 PYPI = "https://pypi.org/simple"
 CU121 = "https://download.pytorch.org/whl/cu121"
 MIRROR = "https://mirror.example.org/pypi/simple"

@@ -6,17 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from envsnap.capturing.probes.python import (
-    FoundDistribution,
-    PythonTarget,
-    capture_python,
-    capture_tool,
-    current_target,
-    find_distributions,
-    normalize_name,
-    read_index_config,
-    target_for_prefix,
-)
+from envsnap.capturing.probes.distributions import FoundDistribution, find_distributions
+from envsnap.capturing.probes.interpreter import PythonTarget, current_target, target_for_prefix
+from envsnap.capturing.probes.python import capture_python, capture_tool, read_index_config
+from envsnap.distnames import normalize_name
 from envsnap.manifest import Package
 
 
