@@ -27,6 +27,8 @@ from tests.integration.docker_env import (
     registry_base,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:

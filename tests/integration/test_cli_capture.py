@@ -17,6 +17,8 @@ import pytest
 from envsnap.store import RUN_ID, Store
 from tests.integration.conftest import Envsnap, default_sigint, envsnap_command, git
 
+pytestmark = pytest.mark.integration
+
 TRAIN = [
     "--params-file",
     "config.json",

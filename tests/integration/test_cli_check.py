@@ -16,6 +16,8 @@ import pytest
 from envsnap.manifest import dumps_manifest, read_manifest, seal
 from tests.integration.conftest import Envsnap
 
+pytestmark = pytest.mark.integration
+
 
 def _reference(envsnap: Envsnap, project: Path) -> Path:
     run_id = envsnap("capture").stdout.strip()

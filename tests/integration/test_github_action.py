@@ -19,6 +19,8 @@ from markdown_it import MarkdownIt
 from envsnap.manifest import dumps_manifest, read_manifest, seal
 from tests.integration.conftest import GIT_ENV, REPO, envsnap_command, git
 
+pytestmark = pytest.mark.integration
+
 ACTION = yaml.safe_load((REPO / "action.yml").read_text())
 ANNOTATION = re.compile(r"^::(error|warning|notice) title=[^:,\n]*::[^\n]*$")
 EXPRESSION = re.compile(r"\$\{\{\s*([^}]+?)\s*\}\}")

@@ -19,6 +19,8 @@ from envsnap.capturing.probes.python import capture_python, capture_tool
 from envsnap.manifest import Package, Python
 from tests.integration.conftest import git
 
+pytestmark = pytest.mark.integration
+
 SETUP_PY = """\
 from setuptools import setup
 

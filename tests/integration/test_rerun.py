@@ -37,6 +37,8 @@ from tests.integration.docker_env import (
     registry_base,
 )
 
+pytestmark = pytest.mark.integration
+
 TOOLS_PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=64", "wheel"]

@@ -1,17 +1,23 @@
-"""The engine's parsing helpers: BuildKit logs, references and digests, CLI versions, image JSON
-and secret masking. No process is started here."""
+"""The engine: its parsing helpers (BuildKit logs, digests, CLI versions, image JSON, secret
+masking) and, through a fake ProcessRunner, the command lines it hands docker. No process is
+started here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from envsnap.image.dockeroutput import (
+    EXIT_TIMEOUT,
     BuildError,
     BuildLog,
     EngineUnavailableError,
+    Mount,
     SecretMask,
     build_error,
     client_version_tuple,
@@ -22,6 +28,8 @@ from envsnap.image.dockeroutput import (
     pick_repo_digest,
     progress_printer,
 )
+from envsnap.image.engine import Engine
+from envsnap.image.process import CallResult
 
 DIGEST = "sha256:" + "8c35a5545186620f2b2dfe31b3cc6a6a6c094aef19942a78003a6caa4b367bf0"
 
@@ -306,3 +314,165 @@ class TestProgress:
         assert "  [1/5] FROM docker.io/envsnap-test/python:3.11-bookworm" in shown
         assert len(shown) == len(set(shown))
         assert not any("sha256:" in line and "FROM" not in line for line in shown)
+
+
+# --- the Engine against a fake runner: the command lines it would run ---------------------------
+
+
+@dataclasses.dataclass
+class _FakeStreaming:
+    lines: list[str]
+    code: int = 0
+    never_ends: bool = False
+    stopped: bool = False
+    killed: bool = False
+
+    def pump(self, on_line: Callable[[str], None], *, deadline: float | None) -> bool:
+        for line in self.lines:
+            on_line(line)
+        return not self.never_ends
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.never_ends and not self.killed:
+            raise subprocess.TimeoutExpired("docker", timeout or 0)
+        return self.code
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def kill(self) -> None:
+        self.killed = True
+
+    def close(self) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class _FakeRunner:
+    """Answers each call from ``answers`` (by its first argument after the CLI), records argv
+    and environment of every call and spawn."""
+
+    answers: dict[str, CallResult] = dataclasses.field(default_factory=dict)
+    streaming: _FakeStreaming = dataclasses.field(default_factory=lambda: _FakeStreaming([]))
+    calls: list[tuple[list[str], dict[str, str]]] = dataclasses.field(default_factory=list)
+    spawned: list[tuple[list[str], dict[str, str]]] = dataclasses.field(default_factory=list)
+
+    def call(
+        self, argv: Sequence[str], env: Mapping[str, str], timeout: float | None
+    ) -> CallResult:
+        self.calls.append((list(argv), dict(env)))
+        return self.answers.get(argv[1], CallResult(0, "", ""))
+
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str]) -> _FakeStreaming:
+        self.spawned.append((list(argv), dict(env)))
+        if "--iidfile" in argv:  # as docker build does on success
+            Path(argv[argv.index("--iidfile") + 1]).write_text(DIGEST)
+        return self.streaming
+
+
+def _engine(runner: _FakeRunner, **env: str) -> Engine:
+    return Engine(cli="/usr/bin/docker", client_version="20.10.24", env=env, runner=runner)
+
+
+class TestEngineCommandLines:
+    """What the Engine hands docker, checked without a daemon through its injected runner."""
+
+    def test_run_is_locked_down_and_values_travel_in_the_environment(self) -> None:
+        """A rerun container: no privileges, no capabilities, no network, a non-root user; an
+        environment value is named on the command line but travels in the CLI's environment."""
+        runner = _FakeRunner(streaming=_FakeStreaming(["hello"], code=3))
+        out: list[str] = []
+        code = _engine(runner, HOME="/root").run(
+            "envsnap/env:abc",
+            ["python", "train.py"],
+            name="envsnap-rerun-x",
+            mounts=[Mount(source="/tmp/a,b", target="/work", read_only=True)],
+            env={"WANDB_API_KEY": "s3cret"},
+            workdir="/work",
+            user="10001:10001",
+            gpus="all",
+            on_output=out.append,
+        )
+        assert code == 3 and out == ["hello"]
+        ((argv, env),) = runner.spawned
+        assert argv[:2] == ["/usr/bin/docker", "run"]
+        for flag in (
+            ["--security-opt", "no-new-privileges"],
+            ["--cap-drop", "ALL"],
+            ["--network", "none"],
+            ["--gpus", "all"],
+            ["--user", "10001:10001"],
+            ["--env", "WANDB_API_KEY"],
+            ["--mount", 'type=bind,"source=/tmp/a,b",target=/work,readonly'],
+        ):
+            assert flag in [argv[i : i + 2] for i in range(len(argv) - 1)], flag
+        assert argv[-3:] == ["envsnap/env:abc", "python", "train.py"]
+        assert "s3cret" not in " ".join(argv) and env["WANDB_API_KEY"] == "s3cret"
+
+    def test_network_only_when_asked(self) -> None:
+        """--network lifts the `none` network; nothing else changes."""
+        runner = _FakeRunner()
+        _engine(runner).run("img", ["true"], name="n", network=True)
+        assert "none" not in runner.spawned[0][0]
+
+    def test_a_run_past_its_timeout_removes_the_container(self) -> None:
+        """Past the deadline the container is removed by name and 124 is returned."""
+        runner = _FakeRunner(streaming=_FakeStreaming([], never_ends=True))
+        code = _engine(runner).run("img", ["sleep", "9"], name="envsnap-rerun-y", timeout=0.01)
+        assert code == EXIT_TIMEOUT
+        assert ["/usr/bin/docker", "rm", "--force", "envsnap-rerun-y"] in [
+            c for c, _ in runner.calls
+        ]
+
+    def test_build_passes_secrets_args_and_buildkit(self, tmp_path: Path) -> None:
+        """Secrets by file (never their content), sorted build args, --no-cache on a rebuild,
+        BuildKit in the environment; the image id comes from the iidfile."""
+        secret = tmp_path / "ca.pem"
+        secret.write_text("-----BEGIN CERTIFICATE-----\nMIIBxyz\n")
+        runner = _FakeRunner(streaming=_FakeStreaming(["#1 [internal] load"]))
+        image_id = _engine(runner).build(
+            context=tmp_path,
+            dockerfile=tmp_path / "Dockerfile",
+            tag="envsnap/env:abc",
+            secrets={"pip-ca": secret},
+            build_args={"B": "2", "A": "1"},
+            no_cache=True,
+        )
+        assert image_id == DIGEST
+        ((argv, env),) = runner.spawned
+        assert argv[1:3] == ["build", "--progress=plain"] and "--no-cache" in argv
+        assert argv[argv.index("--secret") + 1] == f"id=pip-ca,src={secret}"
+        build_args = [argv[i + 1] for i, a in enumerate(argv) if a == "--build-arg"]
+        assert build_args == ["A=1", "B=2"]
+        assert argv[-3:] == ["-t", "envsnap/env:abc", str(tmp_path)]
+        assert env["DOCKER_BUILDKIT"] == "1"
+        assert "MIIBxyz" not in " ".join(argv)
+
+    def test_a_failed_build_names_the_step(self, tmp_path: Path) -> None:
+        """A build that exits non-zero raises BuildError from the log it printed."""
+        runner = _FakeRunner(streaming=_FakeStreaming(LOG_RUN_FAILED_20_10.splitlines(), code=1))
+        with pytest.raises(BuildError):
+            _engine(runner).build(context=tmp_path, dockerfile=tmp_path / "Dockerfile", tag="t:1")
+
+    def test_push_returns_the_registry_digest(self) -> None:
+        """The digest docker push prints becomes repository@digest, the registry port kept."""
+        runner = _FakeRunner(answers={"push": CallResult(0, f"1: digest: {DIGEST} size: 5\n", "")})
+        pushed = _engine(runner).push("127.0.0.1:5000/team/envs:abc")
+        assert pushed == f"127.0.0.1:5000/team/envs@{DIGEST}"
+
+    def test_a_daemon_that_is_down_is_one_sentence(self) -> None:
+        """A docker CLI that cannot reach its daemon gives EngineUnavailableError."""
+        down = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock."
+        runner = _FakeRunner(answers={"image": CallResult(1, "", down)})
+        with pytest.raises(EngineUnavailableError, match="not running"):
+            _engine(runner).inspect_image("python:3.11")
+
+    def test_detect_takes_a_cli_with_buildkit_built_in(self, tmp_path: Path) -> None:
+        """ENVSNAP_DOCKER names the CLI; its version is asked through the runner."""
+        cli = tmp_path / "docker"
+        cli.write_text("#!/bin/sh\n")
+        cli.chmod(0o755)
+        runner = _FakeRunner(answers={"version": CallResult(0, "20.10.24\n", "")})
+        engine = Engine.detect({"ENVSNAP_DOCKER": str(cli), "PATH": ""}, runner=runner)
+        assert engine.cli == str(cli) and engine.client_version == "20.10.24"
+        assert runner.calls[0][0] == [str(cli), "version", "--format", "{{.Client.Version}}"]
