@@ -25,6 +25,7 @@ from envsnap.drift.rules import MetricTolerance
 from envsnap.errors import EnvsnapError, InterruptError, UsageError
 from envsnap.image.plan import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
+from envsnap.store import Store
 
 if TYPE_CHECKING:
     from envsnap.config import Config
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from envsnap.image.build import BuildOptions, BuiltImage
     from envsnap.image.dockeroutput import Mount
     from envsnap.image.engine import Engine
-    from envsnap.store import Store, StoredRun
+    from envsnap.store import StoredRun
 
 CONTAINER_ORIGINAL = "/envsnap/original"
 CONTAINER_STORE = "/envsnap/store"
