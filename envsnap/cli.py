@@ -1,4 +1,8 @@
-"""The command line: parse, call one core function, render, map errors to exit codes."""
+"""The command line: parse, call one core function, render, map errors to exit codes.
+
+Over 600 lines because it holds some twenty commands, each a screen or less of options and
+rendering; the work is in the stage packages and api.py.
+"""
 
 from __future__ import annotations
 

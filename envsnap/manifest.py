@@ -4,6 +4,9 @@ Every section is a frozen dataclass made with ``@model`` (a ``Model`` subclass w
 shared rather than generated). Serialisation is generic: fields in declaration order, fields equal
 to their default left out, mappings sorted by key. A ``digest`` over that canonical form makes an
 edit after writing detectable.
+
+Over 600 lines on purpose: the schema (every section), its canonical writer and its checking
+reader change together, and one file keeps a field from being added to one and not the others.
 """
 
 from __future__ import annotations

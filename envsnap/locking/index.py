@@ -1,5 +1,9 @@
 """The package index client: the only module that talks to package indexes (PEP 691 JSON,
-PEP 503 HTML), over keep-alive connections with an on-disk cache."""
+PEP 503 HTML), over keep-alive connections with an on-disk cache.
+
+About 600 lines: the client, its cache and the page parsers share the fault handling that turns
+every way an index can misbehave into one sentence, which splitting would scatter.
+"""
 
 from __future__ import annotations
 
