@@ -166,3 +166,65 @@ def _skip_data(call: _Git, dest: Path, excluded: Sequence[str]) -> None:
 def _tail(data: bytes) -> str:
     text = " ".join(data.decode("utf-8", "replace").split())
     return text[-_TAIL_CHARS:] or "no output"
+
+
+def pack_code(
+    repo: Path,
+    git: Git,
+    patch: bytes | None,
+    *,
+    env: Mapping[str, str],
+    echo: Callable[[str], None] | None = None,
+) -> bytes:
+    """The recorded code as a record carries it to another host: the checkout ``materialize``
+    makes (a one-commit repository at the recorded commit, the diff applied), as a gzipped tar
+    with fixed owners and times, so the same code always gives the same bytes."""
+    import gzip
+    import io
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="envsnap-code-") as scratch:
+        dest = Path(scratch) / "code"
+        materialize(repo, git, patch, dest, env=env, echo=echo)
+        buffer = io.BytesIO()
+        with (
+            gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,
+            tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive,
+        ):
+            for path in sorted(dest.rglob("*")):
+                info = archive.gettarinfo(str(path), arcname=path.relative_to(dest).as_posix())
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mtime = 0
+                if info.isfile():
+                    with path.open("rb") as handle:
+                        archive.addfile(info, handle)
+                else:
+                    archive.addfile(info)
+        return buffer.getvalue()
+
+
+def unpack_code(archive: bytes, git: Git, dest: Path) -> None:
+    """Unpack what ``pack_code`` made into the new directory ``dest``; a CodeError when it is not
+    the recorded commit's checkout."""
+    import io
+    import tarfile
+
+    dest.mkdir(parents=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CodeError(
+            f"the run's code archive cannot be unpacked ({exc})",
+            hint="pull the run again from its registry",
+        ) from None
+    head = dest / ".git" / "HEAD"
+    found = head.read_text(encoding="utf-8").strip() if head.is_file() else ""
+    if found != git.commit:
+        raise CodeError(
+            f"the run's code archive holds {found[:12] or 'no commit'}, not the recorded commit "
+            f"{git.commit[:12]}",
+            hint="pull the run again from its registry",
+        )

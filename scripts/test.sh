@@ -24,6 +24,9 @@ ENVSNAP_TEST_WHEEL="$(bash scripts/install-wheel.sh "$repo/.venv-wheel" "$repo/d
 export ENVSNAP_TEST_WHEEL ENVSNAP_TEST_PYTHON="$repo/.venv-wheel/bin/python"
 echo "==> docker engine, registry and test base images"
 bash scripts/docker-env.sh
+echo "==> host B: a second docker engine in its own namespaces, fed by the registry"
+ENVSNAP_HOST_B="$(bash scripts/host-b.sh | sed -n 's/^ENVSNAP_HOST_B=//p')"
+export ENVSNAP_HOST_B
 echo "==> MLflow tracking server (SQLite backend, local artifact store) for the integration tests"
 mlflow_dir="$(mktemp -d "${TMPDIR:-/tmp}/envsnap-mlflow.XXXXXX")"
 trap 'kill -- -"$(cat "$mlflow_dir/server.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$mlflow_dir"' EXIT

@@ -125,7 +125,7 @@ def build_run(
             f"run {manifest.run_id} lives in a conda environment, which envsnap cannot build yet",
             hint="build from a run captured in a venv, or use envsnap lock for the conda lock",
         )
-    cached = None if options.rebuild else _recorded_image(store, manifest, engine)
+    cached = None if options.rebuild else _recorded_image(store, run, engine)
     if cached is not None and not _same_base(cached.base, options.base or options.config_base):
         cached = None  # another base was asked for than the recorded image was built on
     if cached is not None:
@@ -371,9 +371,19 @@ def _image_record(store: Store, env_id: str) -> dict[str, Any]:
         return {}
 
 
-def _recorded_image(store: Store, manifest: Manifest, engine: Engine) -> BuiltImage | None:
-    """The image built earlier for this env_id, when the engine still has it."""
+def _recorded_image(store: Store, run: StoredRun, engine: Engine) -> BuiltImage | None:
+    """The image built earlier for this env_id, when the engine still has it or can pull it by
+    its registry digest: from this store's images index, else from the run's own image.toml (a
+    run pulled from a registry brings the record of the image pushed beside it)."""
+    import tomllib
+
+    manifest = run.manifest
     data = _image_record(store, manifest.env_id)
+    if not data:
+        try:
+            data = tomllib.loads((run.directory / IMAGE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
     if data.get("schema") != IMAGE_SCHEMA or data.get("env_id") != manifest.env_id:
         return None
     reference = str(data.get("reference", ""))

@@ -372,29 +372,13 @@ class Engine:
         ``EXIT_TIMEOUT`` (124) when it ran past ``timeout`` seconds and was stopped and removed.
         Environment values travel in the CLI's environment, never on its command line."""
         env = dict(env or {})
-        args: list[str] = [
+        args = [
             "run",
             "--rm",
-            "--name",
-            name,
-            "--security-opt",
-            "no-new-privileges",
-            "--cap-drop",
-            "ALL",
+            *_container_flags(name, mounts, env, workdir, user, network, gpus),
+            image,
+            *argv,
         ]
-        if not network:
-            args += ["--network", "none"]
-        if gpus:
-            args += ["--gpus", gpus]
-        if user:
-            args += ["--user", user]
-        if workdir:
-            args += ["--workdir", workdir]
-        for key in sorted(env):
-            args += ["--env", key]
-        for mount in mounts:
-            args += ["--mount", mount_spec(mount)]
-        args += [image, *argv]
 
         tail: deque[str] = deque(maxlen=TAIL_LINES)
 
@@ -442,6 +426,94 @@ class Engine:
             )
         return code
 
+    def run_isolated(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        name: str,
+        files_in: bytes,
+        copy_out: str,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        workdir: str = "",
+        user: str | None = None,
+        network: bool = False,
+        gpus: str | None = None,
+        timeout: float | None = None,
+        on_output: LineSink | None = None,
+    ) -> IsolatedRun:
+        """Run ``argv`` in a fresh container whose inputs go in by ``docker cp`` (``files_in``, a
+        tar archive extracted at ``/``; docker makes root its owner and keeps its modes) and whose
+        ``copy_out`` directory
+        comes back the same way, so no path of this machine is mounted and the engine may be
+        another host's (``DOCKER_HOST``, ``docker context``). Only ``mounts`` (paths on the
+        engine's own host) are bind-mounted. The container is removed in every case; a timeout
+        or Ctrl-C stops it first and still brings ``copy_out`` back."""
+        env = dict(env or {})
+        create = [
+            "create",
+            *_container_flags(name, mounts, env, workdir, user, network, gpus),
+            image,
+            *argv,
+        ]
+        result = self._call(create, extra_env=env)
+        if result.code != 0:
+            lowered = result.stderr.lower()
+            if "unable to find image" in lowered or "no such image" in lowered:
+                raise ImageNotFoundError(
+                    f"image {image} is not present on the engine and could not be pulled "
+                    f"({tail_text(result.stderr)})",
+                    hint="push it (envsnap build --push) to a registry that engine reaches",
+                    detail=tail_lines(result.output),
+                )
+            raise self._failed(f"docker create {image}", result)
+        try:
+            copied = self._call(("cp", "-", f"{name}:/"), stdin=files_in)
+            if copied.code != 0:
+                raise self._failed(f"docker cp into {name}", copied)
+            code, timed_out, interrupted = self._attach(name, timeout, on_output)
+            out = self._call(("cp", f"{name}:{copy_out}", "-"), timeout=None)
+            archive = out.raw if out.code == 0 else b""
+        finally:
+            self._force_remove(name)
+        return IsolatedRun(
+            exit_code=EXIT_TIMEOUT if timed_out else code,
+            timed_out=timed_out,
+            interrupted=interrupted,
+            archive=archive,
+        )
+
+    def _attach(
+        self, name: str, timeout: float | None, on_output: LineSink | None
+    ) -> tuple[int, bool, bool]:
+        """Start a created container attached; its exit code, whether it timed out, and whether
+        Ctrl-C stopped it. A stopped container is killed, not removed (its files come out)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        process = self._spawn(("start", "--attach", name), extra_env={})
+        try:
+            finished = process.pump(on_output or (lambda _line: None), deadline=deadline)
+            if finished:
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                try:
+                    return process.wait(timeout=remaining), False, False
+                except subprocess.TimeoutExpired:
+                    pass
+            self._kill_container(name, process)
+            return EXIT_TIMEOUT, True, False
+        except KeyboardInterrupt:
+            self._kill_container(name, process)
+            return EXIT_INTERRUPTED, False, True
+        finally:
+            process.close()
+
+    def _kill_container(self, name: str, process: StreamingProcess) -> None:
+        self._call(("kill", name))
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
     def _remove_container(self, name: str, process: StreamingProcess) -> None:
         # Removing the container ends the attached CLI; a CLI that does not end is killed, and
         # the container removed again in case the CLI was still creating it.
@@ -462,11 +534,18 @@ class Engine:
     def _environment(self, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
         return {**self.env, **(extra_env or {})}
 
-    def _call(self, args: Sequence[str], *, timeout: float | None = _QUICK_TIMEOUT_S) -> CallResult:
+    def _call(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float | None = _QUICK_TIMEOUT_S,
+        stdin: bytes | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> CallResult:
         argv = [self.cli, *args]
         _echo(self.echo, argv)
         try:
-            return self.runner.call(argv, self._environment(), timeout)
+            return self.runner.call(argv, self._environment(extra_env), timeout, stdin=stdin)
         except subprocess.TimeoutExpired:
             raise EngineError(
                 f"docker {args[0]} did not finish within {timeout:.0f} s",
@@ -509,6 +588,53 @@ class Engine:
             hint="check the docker daemon (docker info) and try again",
             detail=tail_lines(result.output),
         )
+
+
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, kw_only=True)
+class IsolatedRun:
+    """How a container run without mounts of this machine ended, and the archive it left."""
+
+    exit_code: int
+    timed_out: bool
+    interrupted: bool
+    archive: bytes  # a tar of the copy_out directory; empty when it could not be read
+
+
+def _container_flags(
+    name: str,
+    mounts: Sequence[Mount],
+    env: Mapping[str, str],
+    workdir: str,
+    user: str | None,
+    network: bool,
+    gpus: str | None,
+) -> list[str]:
+    """What every envsnap container gets: a name, no privileges, no capabilities, no network
+    unless asked; environment values by name only (they travel in the CLI's environment)."""
+    flags = [
+        "--name",
+        name,
+        "--security-opt",
+        "no-new-privileges",
+        "--cap-drop",
+        "ALL",
+    ]
+    if not network:
+        flags += ["--network", "none"]
+    if gpus:
+        flags += ["--gpus", gpus]
+    if user:
+        flags += ["--user", user]
+    if workdir:
+        flags += ["--workdir", workdir]
+    for key in sorted(env):
+        flags += ["--env", key]
+    for mount in mounts:
+        flags += ["--mount", mount_spec(mount)]
+    return flags
 
 
 def _probe_version(

@@ -22,11 +22,13 @@ STOP_GRACE_S = 10.0
 
 @dataclass(frozen=True)
 class CallResult:
-    """A finished quick call: exit code and what it printed."""
+    """A finished quick call: exit code and what it printed (``raw`` keeps stdout's bytes, for
+    a command whose output is an archive)."""
 
     code: int
     stdout: str
     stderr: str
+    raw: bytes = b""
 
     @property
     def output(self) -> str:
@@ -62,9 +64,15 @@ class ProcessRunner(Protocol):
     """Runs the engine's CLI."""
 
     def call(
-        self, argv: Sequence[str], env: Mapping[str, str], timeout: float | None
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        timeout: float | None,
+        *,
+        stdin: bytes | None = None,
     ) -> CallResult:
-        """Run to completion and return the output (``subprocess.TimeoutExpired``, ``OSError``)."""
+        """Run to completion, ``stdin`` fed to it, and return the output
+        (``subprocess.TimeoutExpired``, ``OSError``)."""
         ...
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str]) -> StreamingProcess:
@@ -76,20 +84,36 @@ class SubprocessRunner:
     """The real runner: subprocesses, stdin closed, output captured."""
 
     def call(
-        self, argv: Sequence[str], env: Mapping[str, str], timeout: float | None
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        timeout: float | None,
+        *,
+        stdin: bytes | None = None,
     ) -> CallResult:
-        done = subprocess.run(
-            list(argv),
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+        if stdin is None:
+            done = subprocess.run(
+                list(argv),
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        else:
+            done = subprocess.run(
+                list(argv),
+                env=dict(env),
+                input=stdin,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
         return CallResult(
             done.returncode,
             done.stdout.decode("utf-8", errors="replace"),
             done.stderr.decode("utf-8", errors="replace"),
+            done.stdout,
         )
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str]) -> StreamingProcess:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from envsnap.capturing.redact import REDACTED
 from envsnap.drift.outcome import RerunOutcome
 from envsnap.drift.rules import MetricTolerance
-from envsnap.errors import EnvsnapError, InterruptError, UsageError
+from envsnap.errors import EnvsnapError, UsageError
 from envsnap.image.plan import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
 from envsnap.store import Store
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from envsnap.store import StoredRun
 
 CONTAINER_ORIGINAL = "/envsnap/original"
+# The recorded code, as a record carries it to another host (envsnap push writes it).
+CODE_ARCHIVE = "code.tar.gz"
 CONTAINER_STORE = "/envsnap/store"
 IMAGE_UID = 10001  # the non-root user Dockerfile.base creates
 EXIT_INTERRUPTED = 130
@@ -96,6 +98,8 @@ class RerunOptions:
     tolerance: MetricTolerance | None = None
     network: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
+    # Recorded data path -> where that data lives on the engine's host (--data PATH=HOSTPATH).
+    data_map: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- checks before anything runs ---------------------------------------------------------------
@@ -146,6 +150,34 @@ def parse_env_options(items: Sequence[str]) -> dict[str, str]:
             )
         values[name] = value
     return values
+
+
+def parse_data_options(items: Sequence[str], manifest: Manifest) -> dict[str, str]:
+    """``["data/train.csv=/mnt/shared/train.csv"]`` -> ``{"data/train.csv": "/mnt/..."}``, for
+    --data: each recorded data path mapped to an absolute path on the engine's host."""
+    recorded = {d.path for d in manifest.data}
+    mapping: dict[str, str] = {}
+    for item in items:
+        path, eq, host_path = item.partition("=")
+        if not eq or not path or not host_path:
+            raise UsageError(
+                f"--data {item!r} is not RECORDED_PATH=HOST_PATH",
+                hint="for example --data data/train.csv=/mnt/shared/train.csv",
+            )
+        if path not in recorded:
+            known = ", ".join(sorted(recorded)) or "none"
+            raise UsageError(
+                f"--data names {path!r}, which run {manifest.run_id} did not record as data "
+                f"(it recorded: {known})",
+                hint="map one of the recorded data paths",
+            )
+        if not PurePosixPath(host_path).is_absolute() or ".." in PurePosixPath(host_path).parts:
+            raise UsageError(
+                f"--data {item!r} maps to {host_path!r}, which is not an absolute path",
+                hint="give the data's absolute path on the host the engine runs on",
+            )
+        mapping[path] = host_path
+    return mapping
 
 
 def missing_environment(manifest: Manifest, supplied: Mapping[str, str]) -> tuple[str, ...]:
@@ -251,9 +283,8 @@ def rerun_run(
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
     """Rerun a stored run in its image and compare the new run with it."""
-    from envsnap.checkout import materialize
+    from envsnap.checkout import materialize, unpack_code
     from envsnap.image.build import build_run
-    from envsnap.image.dockeroutput import EXIT_TIMEOUT
 
     manifest = stored.manifest
     plan = _preflight(stored, options, repo_root=repo_root, cwd=cwd, env=env, echo=echo)
@@ -269,30 +300,34 @@ def rerun_run(
 
     with tempfile.TemporaryDirectory(prefix="envsnap-rerun-") as scratch:
         root = Path(scratch)
-        code, scratch_store, original = root / "code", root / "store", root / "original"
-        materialize(plan.repo_root, manifest.git, plan.patch, code, env=env, echo=echo)
-        scratch_store.mkdir()
-        original.mkdir()
-        (original / "manifest.toml").write_bytes(stored.manifest_path.read_bytes())
+        code, scratch_store = root / "code", root / "store"
+        if plan.code_archive is not None:
+            unpack_code(plan.code_archive, manifest.git, code)
+        else:
+            assert plan.repo_root is not None  # the preflight made sure of one or the other
+            materialize(plan.repo_root, manifest.git, plan.patch, code, env=env, echo=echo)
         workdir = str(PurePosixPath(CODE_DIR) / manifest.command.cwd)
-        interrupted = False
-        try:
-            exit_code = engine.run(
-                built.reference,
-                REPLAY_ARGV,
-                name=f"envsnap-rerun-{manifest.run_id}-{os.urandom(3).hex()}",
-                mounts=_mounts(manifest, code, original, scratch_store, plan.data_base, workdir),
-                env=container_environment(manifest, options.env),
-                workdir=workdir,
-                user=_container_user((code, scratch_store)),
-                network=options.network,
-                gpus=plan.gpus,
-                timeout=options.timeout_s,
-                on_output=take,
-            )
-        except InterruptError:
-            interrupted, exit_code = True, EXIT_INTERRUPTED
-        timed_out = options.timeout_s is not None and exit_code == EXIT_TIMEOUT and not interrupted
+        user, owner = _container_user()
+        files_in = _container_files(stored, code, plan, workdir, owner)
+        ran = engine.run_isolated(
+            built.reference,
+            REPLAY_ARGV,
+            name=f"envsnap-rerun-{manifest.run_id}-{os.urandom(3).hex()}",
+            files_in=files_in,
+            copy_out=CONTAINER_STORE,
+            mounts=plan.data_mounts,
+            env=container_environment(manifest, options.env),
+            workdir=workdir,
+            user=user,
+            network=options.network,
+            gpus=plan.gpus,
+            timeout=options.timeout_s,
+            on_output=take,
+        )
+        interrupted = ran.interrupted
+        exit_code = EXIT_INTERRUPTED if interrupted else ran.exit_code
+        timed_out = ran.timed_out
+        _unpack_results(ran.archive, scratch_store)
         new_dir = _recorded_run(scratch_store, exit_code, tail)
         if not (new_dir / "result.toml").is_file():
             _write_stopped_result(
@@ -318,10 +353,12 @@ def rerun_run(
 class _Preflight:
     """What the checks before any container found: where things are and what to tell."""
 
-    repo_root: Path
+    repo_root: Path | None  # None when the code comes from the record's code archive
     patch: bytes | None
+    code_archive: bytes | None
     gpus: str | None
-    data_base: Path
+    data_copies: Mapping[str, Path]  # container path -> this machine's file or directory
+    data_mounts: tuple[Mount, ...]  # engine-host paths, read-only at the recorded place
     notes: tuple[str, ...]
     missing_env: tuple[str, ...]
 
@@ -339,18 +376,22 @@ def _preflight(
     from envsnap.capturing.probes.data import fingerprint_data
     from envsnap.capturing.probes.gpu import capture_gpu
     from envsnap.checkout import CodeError, check_commit, check_restorable
+    from envsnap.image.dockeroutput import Mount
 
     manifest = stored.manifest
     check_rerunnable(manifest)
     patch = stored.diff_path.read_bytes() if stored.diff_path.is_file() else None
     check_restorable(manifest.git, patch)
-    if repo_root is None:
-        raise CodeError(
-            "envsnap rerun needs the git repository the run was captured in, and "
-            f"{cwd} is not inside one",
-            hint="run it from a clone of the project",
-        )
-    check_commit(repo_root, manifest.git.commit, env=env, echo=echo)
+    archive_path = stored.directory / CODE_ARCHIVE
+    code_archive = archive_path.read_bytes() if archive_path.is_file() else None
+    if code_archive is None:
+        if repo_root is None:
+            raise CodeError(
+                "envsnap rerun needs the git repository the run was captured in, or a run record "
+                f"that carries its code (envsnap push does), and {cwd} is not inside a repository",
+                hint="run it from a clone of the project, or pull the run from its registry",
+            )
+        check_commit(repo_root, manifest.git.commit, env=env, echo=echo)
     notes: list[str] = []
     host_gpu: list[Gpu] = []
 
@@ -363,42 +404,102 @@ def _preflight(
         note = check_driver(manifest.cuda.runtime_version, host_gpu[0])
         if note:
             notes.append(note)
-    data_base = repo_root / manifest.command.cwd
-    current = {d.path: d for d in fingerprint_data([d.path for d in manifest.data], base=data_base)}
+    data_base = (repo_root or cwd) / manifest.command.cwd
+    workdir = PurePosixPath(CODE_DIR) / manifest.command.cwd
+    copies: dict[str, Path] = {}
+    mounts: list[Mount] = []
+    for item in manifest.data:
+        target = (
+            str(workdir / item.path) if not PurePosixPath(item.path).is_absolute() else item.path
+        )
+        if item.path in options.data_map:
+            host_path = options.data_map[item.path]
+            mounts.append(Mount(source=Path(host_path), target=target))
+            notes.append(f"data {item.path} read from {host_path} on the engine's host")
+            continue
+        local = Path(item.path) if PurePosixPath(item.path).is_absolute() else data_base / item.path
+        if not local.exists():
+            raise UsageError(
+                f"the run's data {item.path} is not at {local}",
+                hint=f"put it there, or map it with --data {item.path}=/path/on/the/engine/host",
+            )
+        copies[target] = local
+    unmapped = [d.path for d in manifest.data if d.path not in options.data_map]
+    current = {d.path: d for d in fingerprint_data(unmapped, base=data_base)}
     notes.extend(
         f"data {item.path} changed since the run was captured"
         for item in manifest.data
         if item.path in current and current[item.path].sha256 != item.sha256
     )
     return _Preflight(
-        repo_root=repo_root,
+        repo_root=repo_root if code_archive is None else None,
         patch=patch,
+        code_archive=code_archive,
         gpus=gpus,
-        data_base=data_base,
+        data_copies=copies,
+        data_mounts=tuple(mounts),
         notes=tuple(notes),
         missing_env=missing_environment(manifest, options.env),
     )
 
 
-def _mounts(
-    manifest: Manifest, code: Path, original: Path, store: Path, data_base: Path, workdir: str
-) -> list[Mount]:
-    """Code and scratch store writable; the original manifest and every data path read-only,
-    data at the place the command saw it."""
-    from envsnap.image.dockeroutput import Mount
+def _container_files(
+    stored: StoredRun, code: Path, plan: _Preflight, workdir: str, owner: int
+) -> bytes:
+    """What goes into the container, as one tar archive extracted at ``/`` (``docker cp``, so
+    the engine may be another host's): the code at CODE_DIR, the original manifest, an empty
+    store, and the data not mapped on the engine's host, read-only, at the place the command saw
+    it. ``docker cp`` makes root the owner of what it copies (its archive mode cannot name the
+    image's user on a container not yet started), so the code and the store are writable by
+    all: the container is the command's alone."""
+    import io
+    import tarfile
 
-    mounts = [
-        Mount(source=code, target=CODE_DIR, read_only=False),
-        Mount(source=original, target=CONTAINER_ORIGINAL),
-        Mount(source=store, target=CONTAINER_STORE, read_only=False),
-    ]
-    for item in manifest.data:
-        path = PurePosixPath(item.path)
-        if path.is_absolute():
-            mounts.append(Mount(source=Path(item.path), target=item.path))
-        else:
-            mounts.append(Mount(source=data_base / item.path, target=str(workdir / path)))
-    return mounts
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+
+        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid = info.gid = owner
+            info.uname = info.gname = ""
+            info.mode |= 0o777 if info.isdir() else 0o666
+            return info
+
+        def read_only(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info = owned(info)
+            info.mode &= ~0o222
+            if info.isdir():
+                info.mode |= 0o111
+            return info
+
+        for folder in ("/envsnap", CONTAINER_ORIGINAL, CONTAINER_STORE):
+            entry = tarfile.TarInfo(folder.lstrip("/"))
+            entry.type, entry.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(owned(entry))
+        manifest = stored.manifest_path.read_bytes()
+        entry = tarfile.TarInfo(f"{CONTAINER_ORIGINAL.lstrip('/')}/manifest.toml")
+        entry.size, entry.mode = len(manifest), 0o444
+        archive.addfile(read_only(entry), io.BytesIO(manifest))
+        archive.add(code, arcname=CODE_DIR.lstrip("/"), filter=owned)
+        for target, local in sorted(plan.data_copies.items()):
+            archive.add(local, arcname=target.lstrip("/"), filter=read_only)
+    del workdir  # the data targets already carry it
+    return buffer.getvalue()
+
+
+def _unpack_results(archive: bytes, scratch_store: Path) -> None:
+    """The container's store, as ``docker cp`` brought it back, into ``scratch_store``."""
+    import io
+    import tarfile
+
+    scratch_store.mkdir(parents=True, exist_ok=True)
+    if not archive:
+        return
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        # The archive's top folder is the store's own name ("store"); its contents go here.
+        for member in tar.getmembers():
+            parts = PurePosixPath(member.name).parts
+            member.name = str(PurePosixPath(*parts[1:])) if len(parts) > 1 else "."
+        tar.extractall(scratch_store, filter="data")
 
 
 def container_environment(manifest: Manifest, supplied: Mapping[str, str]) -> dict[str, str]:
@@ -413,16 +514,14 @@ def container_environment(manifest: Manifest, supplied: Mapping[str, str]) -> di
     return values
 
 
-def _container_user(writable: Sequence[Path]) -> str | None:
-    """Run as this host user when it is not root (files it writes stay ours); as root, hand the
-    scratch directories to the image's unprivileged user instead of running as root."""
+def _container_user() -> tuple[str, int]:
+    """Who the command runs as (numeric, so ``docker cp --archive`` can hand it what goes in
+    without looking the name up), and who owns the archive: this host's user when it is not
+    root (files it writes stay ours); as root, the image's unprivileged user."""
     uid = os.geteuid()
     if uid != 0:
-        return f"{uid}:{os.getegid()}"
-    for top in writable:
-        for path in (top, *top.rglob("*")):
-            os.lchown(path, IMAGE_UID, IMAGE_UID)
-    return None
+        return f"{uid}:{os.getegid()}", uid
+    return f"{IMAGE_UID}:{IMAGE_UID}", IMAGE_UID
 
 
 def _recorded_run(scratch_store: Path, exit_code: int, tail: Sequence[str]) -> Path:

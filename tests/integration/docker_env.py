@@ -63,6 +63,49 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
+HOST_B_VARIABLE = "ENVSNAP_HOST_B"  # exported by scripts/test.sh (scripts/host-b.sh)
+
+
+@functools.cache
+def host_b() -> str:
+    """DOCKER_HOST of host B, the second engine acting as another host (scripts/host-b.sh):
+    its own data root and namespaces, images only through the registry. Never skipped."""
+    address = os.environ.get(HOST_B_VARIABLE)
+    if address:
+        return address
+    docker_cli()  # host A and the registry first: host B pulls from it
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "host-b.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            "scripts/host-b.sh could not bring host B up:\n"
+            + done.stdout[-3000:]
+            + done.stderr[-3000:]
+        )
+    for line in done.stdout.splitlines():
+        if line.startswith(f"{HOST_B_VARIABLE}="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError(f"scripts/host-b.sh printed no {HOST_B_VARIABLE}= line:\n{done.stdout}")
+
+
+def docker_b(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the docker CLI chosen by docker-env.sh against host B (DOCKER_HOST)."""
+    env = {**os.environ, "DOCKER_BUILDKIT": "1", "DOCKER_HOST": host_b()}
+    env.pop("DOCKER_CONTEXT", None)
+    return subprocess.run(
+        [docker_cli(), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=900,
+        env=env,
+    )
+
+
 @functools.cache
 def registry_base() -> str:
     """The test base image pushed to the local registry, so it has a real digest."""

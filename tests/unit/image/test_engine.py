@@ -357,10 +357,18 @@ class _FakeRunner:
     calls: list[tuple[list[str], dict[str, str]]] = dataclasses.field(default_factory=list)
     spawned: list[tuple[list[str], dict[str, str]]] = dataclasses.field(default_factory=list)
 
+    stdins: list[bytes | None] = dataclasses.field(default_factory=list)
+
     def call(
-        self, argv: Sequence[str], env: Mapping[str, str], timeout: float | None
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        timeout: float | None,
+        *,
+        stdin: bytes | None = None,
     ) -> CallResult:
         self.calls.append((list(argv), dict(env)))
+        self.stdins.append(stdin)
         return self.answers.get(argv[1], CallResult(0, "", ""))
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str]) -> _FakeStreaming:
@@ -476,3 +484,44 @@ class TestEngineCommandLines:
         engine = Engine.detect({"ENVSNAP_DOCKER": str(cli), "PATH": ""}, runner=runner)
         assert engine.cli == str(cli) and engine.client_version == "20.10.24"
         assert runner.calls[0][0] == [str(cli), "version", "--format", "{{.Client.Version}}"]
+
+    def test_an_isolated_run_copies_in_and_out_and_mounts_nothing_of_this_machine(self) -> None:
+        """For an engine that may be another host's: create, copy the inputs in as an archive,
+        start attached, copy the results out, remove the container; only the
+        engine-side mounts given are bind-mounted."""
+        runner = _FakeRunner(
+            answers={"cp": CallResult(0, "", "", b"TAR")},
+            streaming=_FakeStreaming(["replaying"], code=0),
+        )
+        data = Mount(source=Path("/mnt/shared/train.csv"), target="/work/data/train.csv")
+        done = _engine(runner).run_isolated(
+            "envsnap/env:abc",
+            ["envsnap", "_replay"],
+            name="envsnap-rerun-z",
+            files_in=b"INPUT-TAR",
+            copy_out="/envsnap/store",
+            mounts=[data],
+            env={"SEED": "1"},
+        )
+        verbs = [argv[1] for argv, _ in runner.calls]
+        assert verbs == ["create", "cp", "cp", "rm"]
+        create = runner.calls[0][0]
+        assert create[create.index("--network") : create.index("--network") + 2] == [
+            "--network",
+            "none",
+        ]
+        assert create.count("--mount") == 1 and "--rm" not in create
+        assert runner.calls[1][0][1:] == ["cp", "-", "envsnap-rerun-z:/"]
+        assert runner.stdins[1] == b"INPUT-TAR"
+        assert runner.calls[2][0][1:] == ["cp", "envsnap-rerun-z:/envsnap/store", "-"]
+        assert runner.spawned[0][0][1:] == ["start", "--attach", "envsnap-rerun-z"]
+        assert (done.exit_code, done.archive, done.timed_out) == (0, b"TAR", False)
+
+    def test_an_isolated_run_past_its_timeout_still_brings_the_results_back(self) -> None:
+        """Past the deadline the container is killed, its results copied out, then removed."""
+        runner = _FakeRunner(streaming=_FakeStreaming([], never_ends=True))
+        done = _engine(runner).run_isolated(
+            "img", ["sleep"], name="c", files_in=b"", copy_out="/out", timeout=0.01
+        )
+        assert done.timed_out and done.exit_code == EXIT_TIMEOUT
+        assert [argv[1] for argv, _ in runner.calls] == ["create", "cp", "kill", "cp", "rm"]
