@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
     from envsnap.drift.rules import Severity
     from envsnap.image.build import BuildOptions, BuiltImage
     from envsnap.locking.model import LockResult
+    from envsnap.registry import PulledRecord, PushedRecord, RegistryOptions
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -198,10 +200,12 @@ class RunSummary:
 
 
 def open_run(ref: str, *, store: Path | str | None = None) -> StoredRun:
-    """A run by full id, unique prefix, ``latest``, or manifest path."""
+    """A run by full id, unique prefix, ``latest``, manifest path, or registry reference
+    (``registry/repo:<run-id>``, pulled into the store first)."""
     from envsnap.store import open_run as open_stored
 
-    return open_stored(workspace(store).store, ref)
+    ws = workspace(store)
+    return open_stored(ws.store, ref, pull=_puller(ws))
 
 
 def diff(old: str, new: str, *, store: Path | str | None = None) -> DriftReport:
@@ -210,7 +214,8 @@ def diff(old: str, new: str, *, store: Path | str | None = None) -> DriftReport:
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
-    a, b = open_stored(ws.store, old), open_stored(ws.store, new)
+    pull = _puller(ws)
+    a, b = open_stored(ws.store, old, pull=pull), open_stored(ws.store, new, pull=pull)
     return compare(
         a.manifest,
         b.manifest,
@@ -264,7 +269,8 @@ def lock(run: str, *, store: Path | str | None = None) -> tuple[LockResult, list
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
-    return lock_run(open_stored(ws.store, run), ws.store, cache_dir=_index_cache(ws.config))
+    stored = open_stored(ws.store, run, pull=_puller(ws))
+    return lock_run(stored, ws.store, cache_dir=_index_cache(ws.config))
 
 
 def build(
@@ -289,7 +295,12 @@ def build(
         ws, base=base, push=push, allow_unlocked=allow_unlocked, rebuild=rebuild
     )
     return build_run(
-        open_stored(ws.store, run), ws.store, engine, options, env=ws.env, on_line=on_line
+        open_stored(ws.store, run, pull=_puller(ws)),
+        ws.store,
+        engine,
+        options,
+        env=ws.env,
+        on_line=on_line,
     )
 
 
@@ -303,6 +314,7 @@ def rerun(
     atol: float | None = None,
     network: bool = False,
     env_values: Mapping[str, str] | None = None,
+    data: Sequence[str] = (),
     base: str = "",
     allow_unlocked: bool = False,
     rebuild: bool = False,
@@ -311,10 +323,12 @@ def rerun(
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
     """Rerun a recorded run in its pinned image (reused or built) and compare it with the
-    original. ``env_values`` supplies variables whose values were redacted at capture."""
+    original, on the docker engine the environment names (``DOCKER_HOST``: this host or
+    another). ``env_values`` supplies variables whose values were redacted at capture; ``data``
+    maps recorded data paths to paths on the engine's host (``"data/x.csv=/mnt/x.csv"``)."""
     from envsnap.drift.rules import MetricTolerance
     from envsnap.image.engine import Engine
-    from envsnap.rerunning.rerun import RerunOptions, rerun_run
+    from envsnap.rerunning.rerun import RerunOptions, parse_data_options, rerun_run
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
@@ -325,7 +339,7 @@ def rerun(
             rtol=default.rtol if rtol is None else rtol,
             atol=default.atol if atol is None else atol,
         )
-    stored = open_stored(ws.store, run)
+    stored = open_stored(ws.store, run, pull=_puller(ws))
     return rerun_run(
         stored,
         ws.store,
@@ -337,6 +351,7 @@ def rerun(
             tolerance=tolerance,
             network=network,
             env=dict(env_values or {}),
+            data_map=parse_data_options(data, stored.manifest),
         ),
         config=ws.config,
         repo_root=ws.repo_root,
@@ -355,6 +370,88 @@ def replay(original: Path | str, *, store: Path | str) -> Result:
 
     ws = workspace(store)
     return replay_run(Path(original), store=ws.store, cwd=ws.cwd, env=ws.env, config=ws.config)
+
+
+def push(
+    run: str,
+    repository: str,
+    *,
+    store: Path | str | None = None,
+    insecure_registry: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> PushedRecord:
+    """Push a run's record to an OCI registry repository, tagged with its run id; the result
+    names it by digest (``repository:<run-id>@sha256:...``)."""
+    from envsnap.registry import push_run
+    from envsnap.store import open_run as open_stored
+
+    ws = workspace(store, env=env)
+    stored = open_stored(ws.store, run, pull=_puller(ws, insecure_registry))
+    note = _record_code(ws, stored)
+    pushed = push_run(stored, repository, _registry_options(ws, insecure_registry))
+    return dataclasses.replace(pushed, warnings=(*note, *pushed.warnings))
+
+
+def _record_code(ws: Workspace, stored: StoredRun) -> tuple[str, ...]:
+    """Write the run's code into its record once (code.tar.gz: the recorded commit of this
+    repository with the diff applied), so a rerun elsewhere needs no clone; returns a warning
+    when it cannot be had here."""
+    from envsnap.checkout import pack_code
+    from envsnap.errors import EnvsnapError
+    from envsnap.rerunning.rerun import CODE_ARCHIVE
+
+    git = stored.manifest.git
+    if (stored.directory / CODE_ARCHIVE).is_file() or not (git.present and git.commit):
+        return ()
+    if ws.repo_root is None:
+        reason = f"{ws.cwd} is not inside the run's git repository"
+    else:
+        patch = stored.diff_path.read_bytes() if stored.diff_path.is_file() else None
+        try:
+            code = pack_code(ws.repo_root, git, patch, env=ws.env)
+        except EnvsnapError as exc:
+            reason = exc.message
+        else:
+            ws.store.write_run_files(stored.directory, {CODE_ARCHIVE: code})
+            return ()
+    return (
+        f"the record carries no code ({reason}), so a rerun elsewhere needs a clone of the "
+        "repository; push from the repository the run was captured in to include it",
+    )
+
+
+def pull(
+    reference: str,
+    *,
+    store: Path | str | None = None,
+    insecure_registry: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> PulledRecord:
+    """Fetch a run record by tag or digest, verify every digest, and import it into the store."""
+    from envsnap.registry import pull_record
+
+    ws = workspace(store, env=env)
+    return pull_record(reference, ws.store, _registry_options(ws, insecure_registry))
+
+
+def _puller(ws: Workspace, insecure_registry: bool = False) -> Callable[[str], StoredRun | None]:
+    """What lets every command's RUN be a registry reference: the record, pulled into the
+    store, or None for anything that does not read as a reference (oras is loaded only then)."""
+
+    def pull_reference(ref: str) -> StoredRun | None:
+        from envsnap.registry import pull_run, record_reference
+
+        if record_reference(ref) is None:
+            return None
+        return pull_run(ref, ws.store, _registry_options(ws, insecure_registry))
+
+    return pull_reference
+
+
+def _registry_options(ws: Workspace, insecure: bool) -> RegistryOptions:
+    from envsnap.registry import RegistryOptions
+
+    return RegistryOptions(env=ws.env, insecure=insecure)
 
 
 def _build_options(

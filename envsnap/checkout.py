@@ -181,12 +181,16 @@ def pack_code(
     with fixed owners and times, so the same code always gives the same bytes."""
     import gzip
     import io
+    import shutil
     import tarfile
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="envsnap-code-") as scratch:
         dest = Path(scratch) / "code"
         materialize(repo, git, patch, dest, env=env, echo=echo)
+        # FETCH_HEAD and the reflogs name the repository's path on this machine: they stay here.
+        (dest / ".git" / "FETCH_HEAD").unlink(missing_ok=True)
+        shutil.rmtree(dest / ".git" / "logs", ignore_errors=True)
         buffer = io.BytesIO()
         with (
             gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,

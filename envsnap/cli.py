@@ -371,6 +371,13 @@ def _build_progress(verbose: bool) -> Callable[[str], None] | None:
     metavar="NAME=VALUE",
     help="A variable for the container, e.g. one redacted at capture (repeatable).",
 )
+@click.option(
+    "--data",
+    "data_items",
+    multiple=True,
+    metavar="PATH=HOSTPATH",
+    help="Where a recorded data path lives on the engine's host (repeatable).",
+)
 @base_option
 @allow_unlocked_option
 @rebuild_option
@@ -389,6 +396,7 @@ def rerun(
     atol: float | None,
     network: bool,
     env_items: tuple[str, ...],
+    data_items: tuple[str, ...],
     base: str,
     allow_unlocked: bool,
     rebuild: bool,
@@ -417,6 +425,7 @@ def rerun(
         atol=atol,
         network=network,
         env_values=parse_env_options(env_items),
+        data=data_items,
         base=base,
         allow_unlocked=allow_unlocked,
         rebuild=rebuild,
@@ -551,6 +560,66 @@ def export(
     )
     click.echo(done.tracker_run_id)
     click.echo(f"envsnap: exported {', '.join(done.files)} to {done.location}", err=True)
+
+
+def insecure_registry_option(func: F) -> F:
+    """``--insecure-registry``, shared by push and pull."""
+    return click.option(
+        "--insecure-registry",
+        is_flag=True,
+        help="Allow plain HTTP or an unverified certificate for this registry "
+        "(loopback registries need no flag).",
+    )(func)
+
+
+@cli.command()
+@click.argument("run", shell_complete=complete_run)
+@click.argument("repository")
+@insecure_registry_option
+@store_option
+@json_option
+def push(
+    run: str, repository: str, insecure_registry: bool, store_dir: Path | None, as_json: bool
+) -> None:
+    """Push a run's record to an OCI registry REPOSITORY, tagged with the run id.
+
+    Prints the reference by digest (REPOSITORY:<run-id>@sha256:...). Credentials come from
+    docker's config (docker login).
+    """
+    from envsnap import api
+
+    pushed = api.push(run, repository, store=store_dir, insecure_registry=insecure_registry)
+    for warning in pushed.warnings:
+        click.echo(f"envsnap: warning: {warning}", err=True)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(pushed.to_json(), indent=2, sort_keys=True))
+        return
+    click.echo(pushed.reference)
+
+
+@cli.command()
+@click.argument("reference")
+@insecure_registry_option
+@store_option
+@json_option
+def pull(reference: str, insecure_registry: bool, store_dir: Path | None, as_json: bool) -> None:
+    """Fetch a run record (REPOSITORY:<run-id> or @sha256:...), verify it, and store it.
+
+    Every digest is checked before anything is stored; prints the run id.
+    """
+    from envsnap import api
+
+    pulled = api.pull(reference, store=store_dir, insecure_registry=insecure_registry)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(pulled.to_json(), indent=2, sort_keys=True))
+        return
+    click.echo(pulled.run.run_id)
+    state = "was already in" if pulled.already_stored else "is now in"
+    click.echo(f"envsnap: run {pulled.run.run_id} {state} {pulled.run.directory}", err=True)
 
 
 @cli.command("gc")

@@ -38,11 +38,27 @@ from envsnap.manifest import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 MANIFEST_FILE = "manifest.toml"
 RESULT_FILE = "result.toml"
 DIFF_FILE = "diff.patch"
+# A run's record: every file of its directory that travels with it (imported from another store,
+# pushed to and pulled from a registry), the manifest first. The lock stage, the image stage and
+# the rerun stage (the recorded code) own the later names; tests/unit/test_registry.py keeps this
+# list in step with them.
+RECORD_FILES = (
+    MANIFEST_FILE,
+    RESULT_FILE,
+    DIFF_FILE,
+    "requirements.lock.txt",
+    "requirements.vcs.txt",
+    "conda-explicit.txt",
+    "conda-lock.yml",
+    "lock.toml",
+    "image.toml",
+    "code.tar.gz",
+)
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 _RUN_PREFIX = re.compile(r"^[0-9][0-9a-f-]{0,21}$")
@@ -217,7 +233,8 @@ class Store:
         """The run a manifest file outside the store records, imported into the store.
 
         The manifest is verified against its digest. A file in a run directory of its own
-        (``<run-id>/manifest.toml``, another store's or a copied one) brings its result and diff;
+        (``<run-id>/manifest.toml``, another store's, a copied one or a pulled record) brings the
+        rest of the run's record (``RECORD_FILES``: result, diff, lock files, image, code);
         any other copy (a committed ``envsnap.lock.toml``) brings the manifest alone. The same
         manifest given again is the same run; a different one under an existing run id is refused.
         Nothing is ever written beside ``path``.
@@ -239,7 +256,7 @@ class Store:
             return existing
         files = {MANIFEST_FILE: path.read_bytes()}
         if path.name == MANIFEST_FILE and path.parent.name == manifest.run_id:
-            for name in (DIFF_FILE, RESULT_FILE):
+            for name in RECORD_FILES[1:]:
                 if (path.parent / name).is_file():
                     files[name] = (path.parent / name).read_bytes()
         self._ensure_dirs()
@@ -390,10 +407,20 @@ def load_run_dir(directory: Path) -> StoredRun:
     return StoredRun(run_id=manifest.run_id, directory=directory, manifest=manifest, result=result)
 
 
-def open_run(store: Store, ref: str) -> StoredRun:
+def open_run(
+    store: Store, ref: str, *, pull: Callable[[str], StoredRun | None] | None = None
+) -> StoredRun:
     """Resolve RUN as the CLI accepts it: id, prefix, ``latest``, or the path of a manifest
     (any copy, under any name), which is imported into the store first so that everything
-    derived from it is written there and never beside the file."""
+    derived from it is written there and never beside the file.
+
+    ``pull`` is asked first about a ``ref`` that names no existing path: given a registry
+    reference it fetches that record into this store and returns the run, given anything else
+    None. The store itself never reaches a network."""
+    if pull is not None and not os.path.lexists(ref):
+        pulled = pull(ref)
+        if pulled is not None:
+            return pulled
     if ref.endswith(".toml") or os.sep in ref or ref.startswith("."):
         path = Path(ref)
         if path.is_dir():

@@ -153,6 +153,17 @@ class Engine:
             client_version=str(client.get("Version") or self.client_version),
         )
 
+    def host_name(self) -> str:
+        """The name of the host the daemon runs on (``docker info``'s Name); "" when unknown."""
+        result = self._call(("info", "--format", "{{.Name}}"))
+        return result.stdout.strip() if result.code == 0 else ""
+
+    def describe(self) -> str:
+        """Which engine this is, for a record: its host's name and how the CLI reaches it."""
+        where = self.env.get("DOCKER_HOST", "") or self.env.get("DOCKER_CONTEXT", "")
+        name = self.host_name() or "unknown host"
+        return f"{name} ({where or 'the local engine'})"
+
     # ---------------------------------------------------------------------- images
 
     def inspect_image(self, ref: str) -> ImageInfo | None:

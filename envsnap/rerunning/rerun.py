@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from envsnap.store import StoredRun
 
 CONTAINER_ORIGINAL = "/envsnap/original"
+# The engine a rerun runs on, handed to the replay inside and recorded as a tag of the new run.
+ENGINE_VARIABLE = "ENVSNAP_RERUN_ENGINE"
+ENGINE_TAG = "rerun.engine"
 # The recorded code, as a record carries it to another host (envsnap push writes it).
 CODE_ARCHIVE = "code.tar.gz"
 CONTAINER_STORE = "/envsnap/store"
@@ -289,6 +292,7 @@ def rerun_run(
     manifest = stored.manifest
     plan = _preflight(stored, options, repo_root=repo_root, cwd=cwd, env=env, echo=echo)
     engine.info()  # the daemon answers, before anything is built or checked out
+    engine_name = engine.describe()
     built = build_run(stored, store, engine, build, env=env, on_line=on_build_line)
 
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
@@ -316,7 +320,7 @@ def rerun_run(
             files_in=files_in,
             copy_out=CONTAINER_STORE,
             mounts=plan.data_mounts,
-            env=container_environment(manifest, options.env),
+            env={**container_environment(manifest, options.env), ENGINE_VARIABLE: engine_name},
             workdir=workdir,
             user=user,
             network=options.network,
@@ -344,7 +348,7 @@ def rerun_run(
         timed_out=timed_out,
         interrupted=interrupted,
         missing_env=plan.missing_env,
-        notes=(*plan.notes, *_image_notes(built)),
+        notes=(*plan.notes, f"engine {engine_name}", *_image_notes(built)),
         report=_compare(stored, directory, config, options),
     )
 
@@ -602,10 +606,13 @@ def replay(
     from envsnap.manifest import read_manifest
 
     manifest = read_manifest(original)
+    tags = dict(manifest.tags)
+    if env.get(ENGINE_VARIABLE):
+        tags[ENGINE_TAG] = env[ENGINE_VARIABLE]  # which engine (host) this rerun ran on
     request = CaptureRequest(
         name=manifest.name,
         notes=manifest.notes,
-        tags=dict(manifest.tags),
+        tags=tags,
         recorded_params=manifest.params,
         seeds=dict(manifest.seeds),
         data=tuple(d.path for d in manifest.data),
