@@ -389,7 +389,9 @@ def _recorded_image(store: Store, run: StoredRun, engine: Engine) -> BuiltImage 
     reference = str(data.get("reference", ""))
     info = engine.inspect_image(reference)
     pulled = False
-    if info is None and data.get("registry_digest"):
+    # Absent, or the tag names another build of this environment (this engine built or pulled
+    # one before): the recorded image, pulled by its digest, is the one this run was built in.
+    if (info is None or info.id != data.get("image_id")) and data.get("registry_digest"):
         info, pulled = _pull_recorded(engine, str(data["registry_digest"]), reference), True
     if info is None or info.id != data.get("image_id"):
         return None

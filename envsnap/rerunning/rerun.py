@@ -483,7 +483,17 @@ def _container_files(
         entry = tarfile.TarInfo(f"{CONTAINER_ORIGINAL.lstrip('/')}/manifest.toml")
         entry.size, entry.mode = len(manifest), 0o444
         archive.addfile(read_only(entry), io.BytesIO(manifest))
-        archive.add(code, arcname=CODE_DIR.lstrip("/"), filter=owned)
+        # The data goes in (or is mounted) at its own place: the checkout's copy of a tracked data
+        # file must not be there first (a mount cannot replace a file docker cp put down).
+        data_places = [m.target for m in plan.data_mounts] + list(plan.data_copies)
+
+        def code_file(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+            place = "/" + info.name
+            if any(place == t or place.startswith(t.rstrip("/") + "/") for t in data_places):
+                return None
+            return owned(info)
+
+        archive.add(code, arcname=CODE_DIR.lstrip("/"), filter=code_file)
         for target, local in sorted(plan.data_copies.items()):
             archive.add(local, arcname=target.lstrip("/"), filter=read_only)
     del workdir  # the data targets already carry it
