@@ -18,6 +18,8 @@ __all__ = [
     "list_runs",
     "lock",
     "open_run",
+    "pull",
+    "push",
     "rerun",
     "run_recorded",
     "seed_everything",
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
         list_runs,
         lock,
         open_run,
+        pull,
+        push,
         rerun,
         run_recorded,
     )

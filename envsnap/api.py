@@ -205,7 +205,7 @@ def open_run(ref: str, *, store: Path | str | None = None) -> StoredRun:
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
-    return open_stored(ws.store, ref, pull=_puller(ws))
+    return open_stored(ws.store, ref, pull=registry_puller(ws))
 
 
 def diff(old: str, new: str, *, store: Path | str | None = None) -> DriftReport:
@@ -214,7 +214,7 @@ def diff(old: str, new: str, *, store: Path | str | None = None) -> DriftReport:
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
-    pull = _puller(ws)
+    pull = registry_puller(ws)
     a, b = open_stored(ws.store, old, pull=pull), open_stored(ws.store, new, pull=pull)
     return compare(
         a.manifest,
@@ -269,7 +269,7 @@ def lock(run: str, *, store: Path | str | None = None) -> tuple[LockResult, list
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
-    stored = open_stored(ws.store, run, pull=_puller(ws))
+    stored = open_stored(ws.store, run, pull=registry_puller(ws))
     return lock_run(stored, ws.store, cache_dir=_index_cache(ws.config))
 
 
@@ -295,7 +295,7 @@ def build(
         ws, base=base, push=push, allow_unlocked=allow_unlocked, rebuild=rebuild
     )
     return build_run(
-        open_stored(ws.store, run, pull=_puller(ws)),
+        open_stored(ws.store, run, pull=registry_puller(ws)),
         ws.store,
         engine,
         options,
@@ -339,7 +339,7 @@ def rerun(
             rtol=default.rtol if rtol is None else rtol,
             atol=default.atol if atol is None else atol,
         )
-    stored = open_stored(ws.store, run, pull=_puller(ws))
+    stored = open_stored(ws.store, run, pull=registry_puller(ws))
     return rerun_run(
         stored,
         ws.store,
@@ -386,7 +386,7 @@ def push(
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store, env=env)
-    stored = open_stored(ws.store, run, pull=_puller(ws, insecure_registry))
+    stored = open_stored(ws.store, run, pull=registry_puller(ws, insecure_registry))
     note = _record_code(ws, stored)
     pushed = push_run(stored, repository, _registry_options(ws, insecure_registry))
     return dataclasses.replace(pushed, warnings=(*note, *pushed.warnings))
@@ -434,7 +434,9 @@ def pull(
     return pull_record(reference, ws.store, _registry_options(ws, insecure_registry))
 
 
-def _puller(ws: Workspace, insecure_registry: bool = False) -> Callable[[str], StoredRun | None]:
+def registry_puller(
+    ws: Workspace, insecure_registry: bool = False
+) -> Callable[[str], StoredRun | None]:
     """What lets every command's RUN be a registry reference: the record, pulled into the
     store, or None for anything that does not read as a reference (oras is loaded only then)."""
 

@@ -222,7 +222,7 @@ def export_run(
     ws = api.workspace(store, env=environ)
     from envsnap.store import open_run
 
-    run = open_run(ws.store, ref)
+    run = open_run(ws.store, ref, pull=api.registry_puller(ws))
     if to == "mlflow":
         from envsnap.integrations.mlflow import export_to_mlflow
 
