@@ -92,8 +92,8 @@ class TestMerge:
         paths; URLs of indexes stay."""
         conf = _conf(
             tmp_path / "a.conf",
-            "[global]\ncert = /etc/ssl/x.pem\nconstraint = /etc/c.txt\nfind-links = /opt/wheels\n"
-            "extra-index-url = file:///opt/pypi/simple https://extra.example/simple\n",
+            "[global]\ncert = /etc/ssl/x.pem\nconstraint = /etc/c.txt\nfind-links = /srv/wheels\n"
+            "extra-index-url = file:///srv/wheels/simple https://extra.example/simple\n",
         )
         merged = _parse(merged_pip_config({"PIP_CERT": "/x.pem", "PIP_CACHE_DIR": "/c"}, [conf]))
         assert merged == {"global": {"extra-index-url": "https://extra.example/simple"}}

@@ -272,7 +272,7 @@ class TestIndexes:
         """A file:// index cannot serve a build elsewhere, so the package is unlockable."""
         result = lock_packages(
             with_packages(
-                Package(name="numpy", version="2.1.3", index_url="file:///opt/pypi/simple")
+                Package(name="numpy", version="2.1.3", index_url="file:///srv/wheels/simple")
             ),
             FakeIndex(),
         )
