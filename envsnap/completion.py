@@ -28,7 +28,8 @@ def run_candidates(incomplete: str, *, store: Path | str | None = None) -> list[
         found.append(("latest", "the newest run"))
     try:
         runs = api.workspace(store).store
-        ids = [run_id for run_id in runs.run_ids() if run_id.startswith(incomplete)]
+        # In creation order (runs of one second ordered by their manifests' times), oldest first.
+        ids = [run_id for run_id in runs.latest_runs() if run_id.startswith(incomplete)]
         for rank, run_id in enumerate(reversed(ids)):
             # Names are read for the newest runs only, so a large store still completes at once.
             path = runs.runs_dir / run_id / "manifest.toml"

@@ -60,7 +60,12 @@ class TestCompletion:
         registered, offered = _bash_complete(envsnap, project, "show", "")
         assert registered == "complete -o nosort -F _envsnap_completion envsnap"
         assert offered == ["latest", second, first]
-        assert _bash_complete(envsnap, project, "diff", first, first[:17])[1] == [first]
+        # The shortest prefix of the first run id that the second does not share (two captures
+        # may fall in one second, and then share more than the time).
+        prefix = next(
+            first[:n] for n in range(16, len(first) + 1) if not second.startswith(first[:n])
+        )
+        assert _bash_complete(envsnap, project, "diff", first, prefix)[1] == [first]
         assert _bash_complete(envsnap, project, "export", "lat")[1] == ["latest"]
 
     @pytest.mark.parametrize(("shell", "marker"), [("zsh", "compdef"), ("fish", "complete")])
