@@ -434,11 +434,17 @@ def rerun(
         echo=stream if verbose else None,
     )
     if as_json:
-        click.echo(report.render_rerun_json(outcome), nl=False)
+        click.echo(report.render_rerun_json(outcome, fail_on=fail_on), nl=False)  # type: ignore[arg-type]
     elif markdown:
-        click.echo(report.render_rerun_markdown(outcome, show_expected=show_all), nl=False)
+        click.echo(
+            report.render_rerun_markdown(outcome, show_expected=show_all, fail_on=fail_on),  # type: ignore[arg-type]
+            nl=False,
+        )
     else:
-        click.echo(report.render_rerun_text(outcome, show_expected=show_all), nl=False)
+        click.echo(
+            report.render_rerun_text(outcome, show_expected=show_all, fail_on=fail_on),  # type: ignore[arg-type]
+            nl=False,
+        )
     if outcome.interrupted:
         raise InterruptError(f"rerun {outcome.rerun} was interrupted; its report is above")
     raise SystemExit(EXIT_DRIFT if outcome.failed(fail_on) else EXIT_OK)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from envsnap.drift.compare import DriftReport, FieldDrift, MetricDrift
-from envsnap.drift.rules import SEVERITY_ORDER
+from envsnap.drift.rules import SEVERITY_ORDER, Severity
 from envsnap.manifest import Manifest, Result, to_data
 
 if TYPE_CHECKING:
@@ -292,33 +292,42 @@ def _rerun_header(outcome: RerunOutcome) -> list[str]:
     return lines
 
 
-def _verdict_text(outcome: RerunOutcome) -> str:
-    verdict = outcome.verdict("breaking")
+def _verdict_text(outcome: RerunOutcome, fail_on: Severity) -> str:
+    verdict = outcome.verdict(fail_on)
     if verdict == "reproduced":
         return "reproduced"
     if verdict == "not reproduced":
-        return "NOT reproduced (breaking drift)"
+        return (
+            f"NOT reproduced ({fail_on} drift)"
+            if fail_on == "breaking"
+            else (f"NOT reproduced (drift at or above {fail_on})")
+        )
     return (
-        f"NOT verified (no breaking environment drift, but exit code, outputs and metrics were "
+        f"NOT verified (no {fail_on} environment drift, but exit code, outputs and metrics were "
         f"not compared: run {outcome.original} recorded no result)"
     )
 
 
-def render_rerun_text(outcome: RerunOutcome, *, show_expected: bool = False) -> str:
-    """The rerun's header (state, image, notes, what the user must supply) and its drift."""
-    header = [*_rerun_header(outcome), f"  verdict: {_verdict_text(outcome)}", ""]
+def render_rerun_text(
+    outcome: RerunOutcome, *, show_expected: bool = False, fail_on: Severity = "breaking"
+) -> str:
+    """The rerun's header (state, image, notes, what the user must supply) and its drift; the
+    verdict is judged at ``fail_on``, as the exit code is."""
+    header = [*_rerun_header(outcome), f"  verdict: {_verdict_text(outcome, fail_on)}", ""]
     return "\n".join(header) + render_text(outcome.report, show_expected=show_expected)
 
 
-def render_rerun_markdown(outcome: RerunOutcome, *, show_expected: bool = False) -> str:
+def render_rerun_markdown(
+    outcome: RerunOutcome, *, show_expected: bool = False, fail_on: Severity = "breaking"
+) -> str:
     """The rerun's header as a list, then the drift table."""
-    header = [*_rerun_header(outcome), f"verdict: {_verdict_text(outcome)}"]
+    header = [*_rerun_header(outcome), f"verdict: {_verdict_text(outcome, fail_on)}"]
     lines = [f"- {md_cell(line.strip())}" for line in header]
     return "\n".join(lines) + "\n\n" + render_markdown(outcome.report, show_expected=show_expected)
 
 
-def render_rerun_json(outcome: RerunOutcome) -> str:
-    """The rerun and its drift report as one JSON object."""
+def render_rerun_json(outcome: RerunOutcome, *, fail_on: Severity = "breaking") -> str:
+    """The rerun and its drift report as one JSON object (the verdict judged at ``fail_on``)."""
     data = {
         "schema": "envsnap.rerun/1",
         "original": outcome.original,
@@ -331,7 +340,8 @@ def render_rerun_json(outcome: RerunOutcome) -> str:
         "interrupted": outcome.interrupted,
         "missing_env": list(outcome.missing_env),
         "notes": list(outcome.notes),
-        "verdict": outcome.verdict("breaking"),
+        "verdict": outcome.verdict(fail_on),
+        "fail_on": fail_on,
         "report": report_data(outcome.report),
     }
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

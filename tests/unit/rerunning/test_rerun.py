@@ -335,3 +335,28 @@ class TestVerdict:
         assert text in render_rerun_text(outcome).splitlines()
         assert json.loads(render_rerun_json(outcome))["verdict"] == verdict
         assert "verdict" in render_rerun_markdown(outcome)
+
+    def test_the_verdict_is_judged_where_the_exit_code_is(self) -> None:
+        """With --fail-on warning, a rerun with only warning drift reads NOT reproduced in every
+        format, as its exit code 1 says; at breaking it reads reproduced."""
+        from envsnap.drift.compare import FieldDrift
+
+        warning = FieldDrift(
+            path="python.version",
+            category="python",
+            severity="warning",
+            change="changed",
+            old="3.11.7",
+            new="3.11.2",
+        )
+        report = DriftReport(
+            old_run="a", new_run="b", results_compared=True, exit_codes=(0, 0), fields=(warning,)
+        )
+        outcome = self.outcome(report)
+        assert outcome.failed("warning") and not outcome.failed("breaking")
+        text = render_rerun_text(outcome, fail_on="warning").splitlines()
+        assert "  verdict: NOT reproduced (drift at or above warning)" in text
+        assert "  verdict: reproduced" in render_rerun_text(outcome).splitlines()
+        data = json.loads(render_rerun_json(outcome, fail_on="warning"))
+        assert (data["verdict"], data["fail_on"]) == ("not reproduced", "warning")
+        assert "NOT reproduced" in render_rerun_markdown(outcome, fail_on="warning")
