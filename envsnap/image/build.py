@@ -569,18 +569,32 @@ def _urlsafe_digest(data: bytes) -> str:
 
 
 def _tool_dependencies() -> list[tuple[str, str]]:
-    """envsnap's runtime dependencies at the versions installed beside it."""
+    """envsnap's runtime dependencies, and theirs in turn, at the versions installed beside it:
+    the image installs them with --no-deps from a hash lock, so the whole closure must be named
+    (``requests`` needs ``urllib3``, which envsnap push and pull use inside the image). A
+    requirement behind an extra, or one not installed here (another platform's), is left out."""
     from importlib import metadata
 
-    names = []
-    for requirement in metadata.requires("envsnap") or []:
-        if "extra ==" in requirement:
-            continue
-        name = requirement.split(";")[0].strip()
-        for stop in "<>=!~[ (":
-            name = name.split(stop)[0]
-        names.append(name.strip())
-    return sorted((name, metadata.version(name)) for name in names)
+    from envsnap.distnames import normalize_name
+
+    found: dict[str, tuple[str, str]] = {}
+    pending = ["envsnap"]
+    while pending:
+        for requirement in metadata.requires(pending.pop()) or []:
+            if "extra ==" in requirement:
+                continue
+            name = requirement.split(";")[0].strip()
+            for stop in "<>=!~[ (@":
+                name = name.split(stop)[0]
+            key = normalize_name(name.strip())
+            if not key or key in found or key == "envsnap":
+                continue
+            try:
+                found[key] = (key, metadata.version(key))
+            except metadata.PackageNotFoundError:
+                continue
+            pending.append(key)
+    return sorted(found.values())
 
 
 def lock_tool_requirements(source: HashSource | None, *, cache_dir: Path | None) -> str:

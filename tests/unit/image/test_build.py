@@ -179,3 +179,14 @@ class TestBuildRecords:
         for run in (run_a, run_b):
             data = tomllib.loads((run.directory / "image.toml").read_text())
             assert data["image_id"] == new.image_id
+
+
+class TestToolDependencies:
+    def test_the_whole_closure_is_named(self) -> None:
+        """envsnap's own dependencies go into the image with --no-deps, so their dependencies
+        must be named too: requests' urllib3 and idna, which push and pull import there."""
+        from envsnap.image.build import _tool_dependencies
+
+        names = {name for name, _ in _tool_dependencies()}
+        assert {"click", "oras", "requests", "urllib3", "idna", "certifi"} <= names
+        assert "envsnap" not in names
