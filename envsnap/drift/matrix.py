@@ -74,7 +74,7 @@ class Cell:
     def text(self) -> str:
         """The cell as the text and Markdown renderings show it."""
         parts = [self.severity.upper()] if self.severity else []
-        parts.append(self.value)
+        parts.append(self.value or '""')
         if self.delta:
             parts.append(f"({self.delta})")
         return " ".join(parts)
@@ -295,7 +295,7 @@ def _row_label(row: Row) -> str:
 
 
 def _clip(text: str, limit: int = _TEXT_WIDTH) -> str:
-    one_line = text.replace("\n", "\\n") or '""'
+    one_line = text.replace("\n", "\\n")
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
 
 
