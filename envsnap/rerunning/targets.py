@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from envsnap.config import Config, TargetConfig
     from envsnap.drift.outcome import RerunOutcome
     from envsnap.image.build import BuildOptions
+    from envsnap.manifest import Manifest
     from envsnap.rerunning.rerun import RerunOptions
     from envsnap.store import Store, StoredRun
 
@@ -74,12 +75,12 @@ class DockerTarget:
             pointed["DOCKER_CONTEXT"] = self.context
         return pointed
 
-    def data_map(self, request: RerunRequest) -> dict[str, str]:
-        """The target's data mappings for the paths this run recorded (a fleet's table may map
-        data other runs use), with the command line's ``--data`` winning."""
-        recorded = {d.path for d in request.stored.manifest.data}
+    def data_map(self, manifest: Manifest, given: Mapping[str, str]) -> dict[str, str]:
+        """The target's data mappings for the paths ``manifest`` recorded (a fleet's table may
+        map data other runs use), with the command line's mappings (``given``) winning."""
+        recorded = {d.path for d in manifest.data}
         mapped = {path: place for path, place in self.data.items() if path in recorded}
-        return {**mapped, **request.options.data_map}
+        return {**mapped, **given}
 
     def rerun(self, request: RerunRequest) -> RerunOutcome:
         """The rerun of rerunning/rerun.py, on this target's engine."""
@@ -92,7 +93,10 @@ class DockerTarget:
             request.store,
             Engine.detect(env, echo=request.echo),
             build=request.build,
-            options=replace(request.options, data_map=self.data_map(request)),
+            options=replace(
+                request.options,
+                data_map=self.data_map(request.stored.manifest, request.options.data_map),
+            ),
             config=request.config,
             repo_root=request.repo_root,
             cwd=request.cwd,
