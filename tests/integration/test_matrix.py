@@ -157,6 +157,18 @@ class TestMatrixOnTwoEngines:
         assert parser.rows == [r["cells"] for r in rows]
         assert "link" not in parser.tags and "img" not in parser.tags
 
+    def test_rerun_on_a_target_writes_the_same_page(self, fleet: Fleet, tmp_path: Path) -> None:
+        """rerun --on b --html: exit 1, the page is the matrix of one target, b, on host B, whose
+        cells name the data's hash."""
+        page = tmp_path / "rerun.html"
+        done = _cli(fleet.workstation, "rerun", fleet.run_id, "--on", "b", "--html", str(page))
+        assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "NOT reproduced" in done.stdout
+        html = page.read_text(encoding="utf-8")
+        assert "<th>original</th><th>b</th>" in html and "envsnap-hostb " in html
+        assert 'data-name="data.data/train.csv.sha256"' in html
+        assert 'data-column="b" data-severity="breaking"' in html
+
     def test_a_target_nobody_configured_stops_before_any_rerun(self, fleet: Fleet) -> None:
         """--on with an unknown name: exit 2, one sentence naming the configured targets, and
         no rerun was recorded."""
