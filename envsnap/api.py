@@ -331,10 +331,11 @@ def rerun(
     ``env_values`` supplies variables whose values were redacted at capture; ``data`` maps
     recorded data paths to paths on the engine's host (``"data/x.csv=/mnt/x.csv"``)."""
     from envsnap.rerunning.targets import DockerTarget, resolve_target
+    from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
     target = resolve_target(on, ws.config.targets) if on else None
-    stored = open_run(run, store=store)
+    stored = open_stored(ws.store, run, pull=registry_puller(ws))
     request = _rerun_request(
         ws,
         stored,
@@ -436,10 +437,11 @@ def matrix(
     from envsnap.drift.matrix import TargetResult, build_matrix
     from envsnap.errors import EnvsnapError, InterruptError
     from envsnap.rerunning.targets import resolve_targets
+    from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
     targets = resolve_targets(on, ws.config.targets)
-    stored = open_run(run, store=store)
+    stored = open_stored(ws.store, run, pull=registry_puller(ws))
     request = _rerun_request(
         ws,
         stored,

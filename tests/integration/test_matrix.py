@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,17 +117,50 @@ class _MatrixCells(HTMLParser):
             self.in_matrix = False
 
 
+@dataclass(frozen=True)
+class Matrixed:
+    done: subprocess.CompletedProcess[str]
+    page: Path
+
+
+@pytest.fixture(scope="module")
+def matrixed(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Matrixed:
+    """``envsnap matrix RUN --on a --on b --json --html PAGE``, run once for the module."""
+    page = tmp_path_factory.mktemp("page") / "matrix.html"
+    done = _cli(
+        fleet.workstation, "matrix", fleet.run_id, "--on", "a", "--on", "b", "--json",
+        "--html", str(page),
+    )  # fmt: skip
+    return Matrixed(done=done, page=page)
+
+
+def _chromium(page: Path, tmp_path: Path, *mode: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on the page (scripts/chromium.sh installs it), logging to stderr."""
+    chromium = os.environ.get("ENVSNAP_CHROMIUM") or shutil.which("chromium")
+    assert chromium, "chromium is not installed: run scripts/chromium.sh (scripts/test.sh does)"
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    done = subprocess.run(
+        [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+            "--window-size=1400,1000", *mode, page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 class TestMatrixOnTwoEngines:
     def test_column_b_shows_data_and_metric_drift_and_a_reproduces(
-        self, fleet: Fleet, tmp_path: Path
+        self, fleet: Fleet, matrixed: Matrixed
     ) -> None:
         """Exit 1; a reproduced with nothing breaking; b names the data's hash and the metrics
         it moves, and no other breaking field; b ran on host B; --json cells are the page's."""
-        page = tmp_path / "matrix.html"
-        done = _cli(
-            fleet.workstation, "matrix", fleet.run_id, "--on", "a", "--on", "b", "--json",
-            "--html", str(page),
-        )  # fmt: skip
+        done = matrixed.done
         assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
         data = json.loads(done.stdout)
         assert [c["name"] for c in data["columns"]] == ["original", "a", "b"]
@@ -141,21 +175,37 @@ class TestMatrixOnTwoEngines:
         b_breaking = {
             (r["kind"], r["name"]) for r in rows if r["cells"][2]["severity"] == "breaking"
         }
-        assert ("field", "data.data/train.csv.sha256") in b_breaking
-        assert {kind for kind, _ in b_breaking} <= {"field", "metric", "output"}
         assert {name for kind, name in b_breaking if kind == "field"} == {
             "data.data/train.csv.sha256"
         }
+        assert {kind for kind, _ in b_breaking} <= {"field", "metric", "output"}
         assert any(kind == "metric" for kind, _ in b_breaking)
         metric = next(r for r in rows if r["kind"] == "metric" and r["cells"][2]["severity"])
         assert metric["cells"][2]["delta"].startswith(("+", "-"))
 
-        html = page.read_text(encoding="utf-8")
+        html = matrixed.page.read_text(encoding="utf-8")
         assert "<script" not in html and "src=" not in html and "href=" not in html
         parser = _MatrixCells()
         parser.feed(html)
         assert parser.rows == [r["cells"] for r in rows]
         assert "link" not in parser.tags and "img" not in parser.tags
+
+    def test_the_page_in_chromium_holds_the_json_cells_without_console_errors(
+        self, matrixed: Matrixed, tmp_path: Path
+    ) -> None:
+        """Headless Chromium renders the page to a screenshot and, from its DOM, the same
+        cells as --json, with nothing on the console (no script error, nothing refused)."""
+        rows = json.loads(matrixed.done.stdout)["rows"]
+        shot = tmp_path / "matrix.png"
+        taken = _chromium(matrixed.page, tmp_path, f"--screenshot={shot}")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+        dumped = _chromium(matrixed.page, tmp_path, "--dump-dom")
+        for run in (taken, dumped):
+            console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+            assert console == [], console
+        parser = _MatrixCells()
+        parser.feed(dumped.stdout)
+        assert parser.rows == [r["cells"] for r in rows] and rows
 
     def test_rerun_on_a_target_writes_the_same_page(self, fleet: Fleet, tmp_path: Path) -> None:
         """rerun --on b --html: exit 1, the page is the matrix of one target, b, on host B, whose
