@@ -470,6 +470,11 @@ def matrix(
                 raise
             results.append(TargetResult(name=target.label, error=str(exc)))
             continue
+        if outcome.interrupted:  # Ctrl-C stops the matrix, not only the target's rerun
+            raise InterruptError(
+                f"the matrix was interrupted during the rerun on {target.label} (run "
+                f"{outcome.rerun} recorded it); the targets after it did not run"
+            )
         results.append(_target_result(ws, target.label, outcome))
     return build_matrix(stored.manifest, stored.result, results, fail_on=fail_on)
 
