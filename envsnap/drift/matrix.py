@@ -21,7 +21,8 @@ ORIGINAL = "original"
 RowKind = Literal["field", "output", "result", "metric"]
 _KIND_ORDER: tuple[RowKind, ...] = ("field", "output", "result", "metric")
 _ABSENT = "(absent)"
-_TEXT_WIDTH = 28
+_TEXT_WIDTH = 28  # a value in the text table
+_LABEL_WIDTH = 48  # a row's name there
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,10 +72,11 @@ class Cell:
     value: str
     delta: str = ""  # a metric's new - old
 
-    def text(self) -> str:
-        """The cell as the text and Markdown renderings show it."""
+    def text(self, limit: int = 0) -> str:
+        """The cell as the text and Markdown renderings show it; ``limit`` clips the value only,
+        so the severity and a metric's delta always show."""
         parts = [self.severity.upper()] if self.severity else []
-        parts.append(self.value or '""')
+        parts.append(_clip(self.value, limit) if limit else self.value or '""')
         if self.delta:
             parts.append(f"({self.delta})")
         return " ".join(parts)
@@ -295,7 +297,7 @@ def _row_label(row: Row) -> str:
 
 
 def _clip(text: str, limit: int = _TEXT_WIDTH) -> str:
-    one_line = text.replace("\n", "\\n")
+    one_line = text.replace("\n", "\\n") or '""'
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
 
 
@@ -305,11 +307,11 @@ def render_matrix_text(matrix: Matrix) -> str:
     table.append(["verdict", "-", *(c.verdict for c in matrix.targets)])
     table.append(["run", *(c.run_id or "-" for c in matrix.columns)])
     for index, (fact, _) in enumerate(matrix.columns[0].host.items()):
-        table.append([fact, *(c.host.items()[index][1] for c in matrix.columns)])
+        table.append([fact, *(_clip(c.host.items()[index][1], 40) for c in matrix.columns)])
     table.append([""] * (len(matrix.columns) + 1))
     for row in matrix.rows:
-        table.append([_row_label(row), *(c.text() for c in row.cells)])
-    cells = [[_clip(cell) for cell in line] for line in table]
+        table.append([_row_label(row), *(c.text(_TEXT_WIDTH) for c in row.cells)])
+    cells = [[_clip(line[0], _LABEL_WIDTH) if line[0] else "", *line[1:]] for line in table]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
     lines = [_summary(matrix)]
     lines += [
@@ -340,7 +342,7 @@ def render_matrix_markdown(matrix: Matrix) -> str:
         values = [md_cell(c.host.items()[index][1]) for c in matrix.columns]
         lines.append(f"| {fact} | " + " | ".join(values) + " |")
     for row in matrix.rows:
-        values = [md_cell(_clip(c.text(), 60)) for c in row.cells]
+        values = [md_cell(c.text(60)) for c in row.cells]
         lines.append(f"| **{md_cell(_row_label(row))}** | " + " | ".join(values) + " |")
     errors = [
         f"- error on {md_cell(c.name)}: {md_cell(c.error)}" for c in matrix.targets if c.error
@@ -360,7 +362,7 @@ th{background:#f6f8fa}
 td.sev-breaking{background:#ffd7d5}td.sev-warning{background:#fff1c2}
 td.sev-info{background:#ddf4ff}td.sev-expected{background:#f6f8fa;color:#57606a}
 .sev{font-weight:600;font-size:.8em;text-transform:uppercase;margin-right:.4em}
-.delta{color:#57606a;margin-left:.4em}
+.delta{color:#57606a;margin-left:.4em}.empty{color:#57606a;font-style:italic}
 .verdict-reproduced{color:#1a7f37}.verdict-error,.verdict-not-reproduced,
 .verdict-not-compared{color:#cf222e;font-weight:600}
 code{font-family:ui-monospace,monospace}
@@ -394,7 +396,10 @@ def render_matrix_html(matrix: Matrix, *, title: str = "") -> str:
         for column, cell in zip(matrix.columns, row.cells, strict=True):
             severity = cell.severity or ""
             inner = f'<span class="sev">{esc(severity)}</span>' if severity else ""
-            inner += f'<span class="val">{esc(cell.value)}</span>'
+            if cell.value or column.error:
+                inner += f'<span class="val">{esc(cell.value)}</span>'
+            else:  # an empty value must not read as a missing cell
+                inner += '<span class="val empty">(empty)</span>'
             if cell.delta:
                 inner += f'<span class="delta">{esc(cell.delta)}</span>'
             cells.append(

@@ -209,6 +209,13 @@ class TestText:
         loss = next(line for line in lines if line.startswith("metric loss"))
         assert loss.split()[2:] == ["0.25", "0.25", "BREAKING", "0.31", "(+0.06)"]
 
+    def test_long_values_are_clipped_but_severity_and_delta_stay(self) -> None:
+        """A 64-character hash is clipped to the column; BREAKING and a metric's delta show."""
+        cell = Cell(severity="breaking", value="0." + "3" * 40, delta="+0.06")
+        assert cell.text(28) == "BREAKING 0." + "3" * 23 + "... (+0.06)"
+        data = next(line for line in render_matrix_text(_matrix()).splitlines() if "sha256" in line)
+        assert data.split()[-2:] == ["BREAKING", "c" * 25 + "..."]
+
     def test_nothing_drifted(self) -> None:
         """A matrix without rows says so."""
         original = sample_manifest()
@@ -283,6 +290,14 @@ class TestHtml:
             for c in parser.cells
         ]
         assert cells == [c for r in matrix_data(matrix)["rows"] for c in r["cells"]]
+
+    def test_an_empty_value_reads_as_empty(self) -> None:
+        """A field that became "" shows (empty), never a blank cell; its data-value stays ""."""
+        page = render_matrix_html(_matrix())
+        assert (
+            'data-column="original" data-severity="" data-value="" data-delta="">'
+            '<span class="val empty">(empty)</span></td>'
+        ) in page
 
     def test_host_facts_and_verdicts(self) -> None:
         """Every column's GPU, driver, CUDA and kernel, and each target's verdict."""
