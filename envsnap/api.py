@@ -22,11 +22,13 @@ from envsnap.store import Store, StoredRun
 
 if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
     from envsnap.drift.compare import DriftReport
+    from envsnap.drift.matrix import Matrix, TargetResult
     from envsnap.drift.outcome import RerunOutcome
     from envsnap.drift.rules import Severity
     from envsnap.image.build import BuildOptions, BuiltImage
     from envsnap.locking.model import LockResult
     from envsnap.registry import PulledRecord, PushedRecord, RegistryOptions
+    from envsnap.rerunning.targets import RerunRequest
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -308,6 +310,7 @@ def rerun(
     run: str,
     *,
     store: Path | str | None = None,
+    on: str = "",
     gpus: str = "",
     timeout_s: float | None = None,
     rtol: float | None = None,
@@ -323,15 +326,62 @@ def rerun(
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
     """Rerun a recorded run in its pinned image (reused or built) and compare it with the
-    original, on the docker engine the environment names (``DOCKER_HOST``: this host or
-    another). ``env_values`` supplies variables whose values were redacted at capture; ``data``
-    maps recorded data paths to paths on the engine's host (``"data/x.csv=/mnt/x.csv"``)."""
-    from envsnap.drift.rules import MetricTolerance
-    from envsnap.image.engine import Engine
-    from envsnap.rerunning.rerun import RerunOptions, parse_data_options, rerun_run
+    original: on the target ``on`` names (``NAME[:CONTEXT]``, see ``[tool.envsnap.targets]``),
+    else on the docker engine the environment names (``DOCKER_HOST``: this host or another).
+    ``env_values`` supplies variables whose values were redacted at capture; ``data`` maps
+    recorded data paths to paths on the engine's host (``"data/x.csv=/mnt/x.csv"``)."""
+    from envsnap.rerunning.targets import DockerTarget, resolve_target
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
+    target = resolve_target(on, ws.config.targets) if on else None
+    stored = open_stored(ws.store, run, pull=registry_puller(ws))
+    request = _rerun_request(
+        ws,
+        stored,
+        gpus=gpus,
+        timeout_s=timeout_s,
+        rtol=rtol,
+        atol=atol,
+        network=network,
+        env_values=env_values,
+        data=data,
+        base=base,
+        allow_unlocked=allow_unlocked,
+        rebuild=rebuild,
+        on_output=on_output,
+        on_build_line=on_build_line,
+        echo=echo,
+    )
+    if target is None:  # the engine the caller's environment names, as before targets
+        docker_host, context = ws.env.get("DOCKER_HOST", ""), ws.env.get("DOCKER_CONTEXT", "")
+        target = DockerTarget(label="", docker_host=docker_host, context=context)
+    return target.rerun(request)
+
+
+def _rerun_request(
+    ws: Workspace,
+    stored: StoredRun,
+    *,
+    gpus: str,
+    timeout_s: float | None,
+    rtol: float | None,
+    atol: float | None,
+    network: bool,
+    env_values: Mapping[str, str] | None,
+    data: Sequence[str],
+    base: str,
+    allow_unlocked: bool,
+    rebuild: bool,
+    on_output: Callable[[str], None] | None,
+    on_build_line: Callable[[str], None] | None,
+    echo: Callable[[str], None] | None,
+) -> RerunRequest:
+    """What every target is asked, from the workspace and the command line's options."""
+    from envsnap.drift.rules import MetricTolerance
+    from envsnap.rerunning.rerun import RerunOptions, parse_data_options
+    from envsnap.rerunning.targets import RerunRequest
+
     tolerance = None
     if rtol is not None or atol is not None:
         default = ws.config.metric_tolerance
@@ -339,11 +389,9 @@ def rerun(
             rtol=default.rtol if rtol is None else rtol,
             atol=default.atol if atol is None else atol,
         )
-    stored = open_stored(ws.store, run, pull=registry_puller(ws))
-    return rerun_run(
-        stored,
-        ws.store,
-        Engine.detect(ws.env, echo=echo),
+    return RerunRequest(
+        stored=stored,
+        store=ws.store,
         build=_build_options(ws, base=base, allow_unlocked=allow_unlocked, rebuild=rebuild),
         options=RerunOptions(
             gpus=gpus,
@@ -361,6 +409,94 @@ def rerun(
         on_build_line=on_build_line,
         echo=echo,
     )
+
+
+def matrix(
+    run: str,
+    *,
+    on: Sequence[str],
+    store: Path | str | None = None,
+    fail_on: Severity = "breaking",
+    gpus: str = "",
+    timeout_s: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    network: bool = False,
+    env_values: Mapping[str, str] | None = None,
+    base: str = "",
+    allow_unlocked: bool = False,
+    rebuild: bool = False,
+    on_target: Callable[[str], None] | None = None,
+    on_output: Callable[[str], None] | None = None,
+    on_build_line: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Matrix:
+    """Rerun a recorded run on every target ``on`` names, one after another, and put what each
+    drifted in one matrix. Every target is resolved before the first rerun starts; a target
+    whose rerun fails becomes a column with its error, and the others still run."""
+    from envsnap.drift.matrix import TargetResult, build_matrix
+    from envsnap.errors import EnvsnapError, InterruptError
+    from envsnap.rerunning.targets import resolve_targets
+    from envsnap.store import open_run as open_stored
+
+    ws = workspace(store)
+    targets = resolve_targets(on, ws.config.targets)
+    stored = open_stored(ws.store, run, pull=registry_puller(ws))
+    request = _rerun_request(
+        ws,
+        stored,
+        gpus=gpus,
+        timeout_s=timeout_s,
+        rtol=rtol,
+        atol=atol,
+        network=network,
+        env_values=env_values,
+        data=(),
+        base=base,
+        allow_unlocked=allow_unlocked,
+        rebuild=rebuild,
+        on_output=on_output,
+        on_build_line=on_build_line,
+        echo=echo,
+    )
+    results = []
+    for target in targets:
+        if on_target is not None:
+            on_target(target.label)
+        try:
+            outcome = target.rerun(request)
+        except EnvsnapError as exc:
+            if isinstance(exc, InterruptError):
+                raise
+            results.append(TargetResult(name=target.label, error=str(exc)))
+            continue
+        if outcome.interrupted:  # Ctrl-C stops the matrix, not only the target's rerun
+            raise InterruptError(
+                f"the matrix was interrupted during the rerun on {target.label} (run "
+                f"{outcome.rerun} recorded it); the targets after it did not run"
+            )
+        results.append(_target_result(ws, target.label, outcome))
+    return build_matrix(stored.manifest, stored.result, results, fail_on=fail_on)
+
+
+def rerun_matrix(
+    outcome: RerunOutcome, *, name: str = "", store: Path | str | None = None
+) -> Matrix:
+    """One rerun as a matrix of one target, for ``rerun --html`` (the matrix's page)."""
+    from envsnap.drift.matrix import build_matrix
+
+    ws = workspace(store)
+    original = ws.store.load(outcome.original)
+    column = _target_result(ws, name or "rerun", outcome)
+    return build_matrix(original.manifest, original.result, [column])
+
+
+def _target_result(ws: Workspace, name: str, outcome: RerunOutcome) -> TargetResult:
+    from envsnap.drift.matrix import TargetResult
+    from envsnap.store import load_run_dir
+
+    rerun = load_run_dir(outcome.directory)
+    return TargetResult(name=name, outcome=outcome, manifest=rerun.manifest)
 
 
 def replay(original: Path | str, *, store: Path | str) -> Result:

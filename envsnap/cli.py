@@ -346,31 +346,60 @@ def _build_progress(verbose: bool) -> Callable[[str], None] | None:
     return None
 
 
+def rerun_options(func: F) -> F:
+    """The options rerun and matrix share: GPUs, timeout, tolerances, network, variables, and
+    the image's base, lock and rebuild choices."""
+    for option in reversed(_RERUN_OPTIONS):
+        func = option(func)
+    return func
+
+
+_RERUN_OPTIONS: tuple[Callable[[Any], Any], ...] = (
+    click.option(
+        "--gpus",
+        default="",
+        metavar="all|N|device=ID|none",
+        help="GPUs for the container (default: as many as the original used).",
+    ),
+    click.option(
+        "--timeout",
+        "timeout",
+        default="",
+        metavar="DURATION",
+        help="Stop the rerun after this long (90s, 30m, 2h; a bare number is seconds).",
+    ),
+    click.option("--rtol", type=float, default=None, help="Relative tolerance for every metric."),
+    click.option("--atol", type=float, default=None, help="Absolute tolerance for every metric."),
+    click.option("--network", is_flag=True, help="Give the container network access."),
+    click.option(
+        "--env",
+        "env_items",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="A variable for the container, e.g. one redacted at capture (repeatable).",
+    ),
+    base_option,
+    allow_unlocked_option,
+    rebuild_option,
+)
+
+
+def on_option(func: F) -> F:
+    """``--on NAME[:CONTEXT]``: where a rerun runs."""
+    return click.option(
+        "--on",
+        "on",
+        default="",
+        metavar="NAME[:CONTEXT]",
+        help="Rerun on this target ([tool.envsnap.targets.NAME]; docker: the local engine, "
+        "docker:CONTEXT: a docker context).",
+    )(func)
+
+
 @cli.command()
 @click.argument("run", shell_complete=complete_run)
-@click.option(
-    "--gpus",
-    default="",
-    metavar="all|N|device=ID|none",
-    help="GPUs for the container (default: as many as the original used).",
-)
-@click.option(
-    "--timeout",
-    "timeout",
-    default="",
-    metavar="DURATION",
-    help="Stop the rerun after this long (90s, 30m, 2h; a bare number is seconds).",
-)
-@click.option("--rtol", type=float, default=None, help="Relative tolerance for every metric.")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance for every metric.")
-@click.option("--network", is_flag=True, help="Give the container network access.")
-@click.option(
-    "--env",
-    "env_items",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A variable for the container, e.g. one redacted at capture (repeatable).",
-)
+@on_option
+@rerun_options
 @click.option(
     "--data",
     "data_items",
@@ -378,9 +407,13 @@ def _build_progress(verbose: bool) -> Callable[[str], None] | None:
     metavar="PATH=HOSTPATH",
     help="Where a recorded data path lives on the engine's host (repeatable).",
 )
-@base_option
-@allow_unlocked_option
-@rebuild_option
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report as one self-contained HTML page.",
+)
 @fail_on_option
 @markdown_option
 @all_option
@@ -390,16 +423,18 @@ def _build_progress(verbose: bool) -> Callable[[str], None] | None:
 def rerun(
     ctx: click.Context,
     run: str,
+    on: str,
     gpus: str,
     timeout: str,
     rtol: float | None,
     atol: float | None,
     network: bool,
     env_items: tuple[str, ...],
-    data_items: tuple[str, ...],
     base: str,
     allow_unlocked: bool,
     rebuild: bool,
+    data_items: tuple[str, ...],
+    html_file: Path | None,
     fail_on: str,
     markdown: bool,
     show_all: bool,
@@ -419,6 +454,7 @@ def rerun(
     outcome = api.rerun(
         run,
         store=store_dir,
+        on=on,
         gpus=gpus,
         timeout_s=parse_duration(timeout) if timeout else None,
         rtol=rtol,
@@ -445,9 +481,113 @@ def rerun(
             report.render_rerun_text(outcome, show_expected=show_all, fail_on=fail_on),  # type: ignore[arg-type]
             nl=False,
         )
+    if html_file is not None:
+        from envsnap.drift.matrix import render_matrix_html
+
+        page = api.rerun_matrix(outcome, name=on or "rerun", store=store_dir)
+        _write_page(html_file, render_matrix_html(page))
     if outcome.interrupted:
         raise InterruptError(f"rerun {outcome.rerun} was interrupted; its report is above")
     raise SystemExit(EXIT_DRIFT if outcome.failed(fail_on) else EXIT_OK)  # type: ignore[arg-type]
+
+
+def _write_page(path: Path, page: str) -> None:
+    """An HTML report, written whole or not at all; its path on stderr."""
+    from envsnap.atomicfile import write_file
+
+    try:
+        write_file(path, page.encode("utf-8"))
+    except OSError as exc:
+        raise EnvsnapError(
+            f"the HTML report cannot be written to {path} ({exc.strerror or exc})",
+            hint="choose a writable path for --html",
+        ) from None
+    click.echo(f"envsnap: HTML report written to {path}", err=True)
+
+
+@cli.command()
+@click.argument("run", shell_complete=complete_run)
+@click.option(
+    "--on",
+    "on",
+    multiple=True,
+    required=True,
+    metavar="NAME[:CONTEXT]",
+    help="A target to rerun on (repeatable; see rerun --on).",
+)
+@rerun_options
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the matrix as one self-contained HTML page.",
+)
+@fail_on_option
+@markdown_option
+@store_option
+@json_option
+@click.pass_context
+def matrix(
+    ctx: click.Context,
+    run: str,
+    on: tuple[str, ...],
+    gpus: str,
+    timeout: str,
+    rtol: float | None,
+    atol: float | None,
+    network: bool,
+    env_items: tuple[str, ...],
+    base: str,
+    allow_unlocked: bool,
+    rebuild: bool,
+    html_file: Path | None,
+    fail_on: str,
+    markdown: bool,
+    store_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Rerun a run on every --on target, one after another, and report one drift matrix.
+
+    Exit 1 when any target drifted at or above --fail-on, 2 when a target could not rerun.
+    """
+    from envsnap import api
+    from envsnap.drift import matrix as matrices
+    from envsnap.rerunning.rerun import parse_duration, parse_env_options
+
+    verbose = bool(ctx.obj and ctx.obj.get("verbose"))
+    stream = lambda line: click.echo(line, err=True)  # noqa: E731
+    table = api.matrix(
+        run,
+        on=on,
+        store=store_dir,
+        fail_on=fail_on,  # type: ignore[arg-type]
+        gpus=gpus,
+        timeout_s=parse_duration(timeout) if timeout else None,
+        rtol=rtol,
+        atol=atol,
+        network=network,
+        env_values=parse_env_options(env_items),
+        base=base,
+        allow_unlocked=allow_unlocked,
+        rebuild=rebuild,
+        on_target=lambda name: click.echo(f"envsnap: rerunning on {name}", err=True),
+        on_output=stream,
+        on_build_line=_build_progress(verbose),
+        echo=stream if verbose else None,
+    )
+    if as_json:
+        click.echo(matrices.render_matrix_json(table), nl=False)
+    elif markdown:
+        click.echo(matrices.render_matrix_markdown(table), nl=False)
+    else:
+        click.echo(matrices.render_matrix_text(table), nl=False)
+    if html_file is not None:
+        _write_page(html_file, matrices.render_matrix_html(table))
+    for column in table.targets:
+        if column.error:
+            click.echo(f"envsnap: error: {column.name}: {column.error}", err=True)
+    raise SystemExit(EXIT_ERROR if table.errored() else EXIT_DRIFT if table.failed() else EXIT_OK)
 
 
 @cli.command("_replay", hidden=True)

@@ -8,11 +8,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from envsnap.drift.rules import CATEGORY_ORDER, SEVERITY_ORDER, MetricTolerance
 from envsnap.errors import UsageError
 from envsnap.manifest import Model, model
+
+TargetEngine = Literal["docker", "slurm", "kubernetes"]
+TARGET_ENGINES: tuple[str, ...] = get_args(TargetEngine)
+
+
+@model
+class TargetConfig(Model):
+    """One ``[tool.envsnap.targets.<name>]`` table: where ``--on NAME`` reruns a run."""
+
+    name: str = ""
+    engine: TargetEngine = "docker"
+    docker_host: str = ""  # docker: DOCKER_HOST of the engine ("" with no context: the local one)
+    context: str = ""  # docker: a docker context; slurm: a partition given as NAME:PARTITION
+    partition: str = ""  # slurm
+    namespace: str = ""  # kubernetes
+    image_pull_secret: str = ""  # kubernetes
+    # Recorded data path -> where that data lives on the target's hosts.
+    data: Mapping[str, str] = field(default_factory=dict)
+    options: tuple[str, ...] = ()  # extra scheduler options, passed through as given
 
 
 @model
@@ -28,6 +47,7 @@ class Config(Model):
     metric_tolerance: MetricTolerance = MetricTolerance()
     metrics: Mapping[str, MetricTolerance] = field(default_factory=dict)
     cache_dir: Path | None = None
+    targets: Mapping[str, TargetConfig] = field(default_factory=dict)
     source: str = "defaults"
 
 
@@ -41,6 +61,17 @@ _KEYS = {
     "metrics",
     "rtol",
     "atol",
+    "targets",
+}
+_TARGET_KEYS = {
+    "engine",
+    "docker-host",
+    "context",
+    "partition",
+    "namespace",
+    "image-pull-secret",
+    "data",
+    "options",
 }
 
 
@@ -72,6 +103,7 @@ def load_config(*, project_root: Path, env: Mapping[str, str]) -> Config:
         metric_tolerance=config.metric_tolerance,
         metrics=config.metrics,
         cache_dir=_cache_dir(env),
+        targets=config.targets,
         source=source,
     )
 
@@ -137,7 +169,65 @@ def _from_table(table: Mapping[str, Any], origin: str) -> Config:
             {k: table[k] for k in ("rtol", "atol") if k in table}, f"[tool.envsnap] in {origin}"
         ),
         metrics=metrics,
+        targets=_targets(table.get("targets", {}), origin),
     )
+
+
+def _targets(table: Any, origin: str) -> dict[str, TargetConfig]:
+    """``[tool.envsnap.targets.<name>]`` tables, each checked whole: a typo in a fleet's
+    configuration must not send a rerun somewhere else."""
+    if not isinstance(table, dict):
+        raise UsageError(f"[tool.envsnap.targets] in {origin} is not a table", hint="fix it")
+    targets: dict[str, TargetConfig] = {}
+    for name, value in sorted(table.items()):
+        where = f"[tool.envsnap.targets.{name}] in {origin}"
+        if not isinstance(value, dict):
+            raise UsageError(f"{where} is not a table", hint="fix it")
+        if ":" in name or not name:
+            raise UsageError(
+                f"{where} has a name with ':' in it, which --on NAME:CONTEXT could not name",
+                hint="rename the target",
+            )
+        unknown = sorted(set(value) - _TARGET_KEYS)
+        if unknown:
+            raise UsageError(
+                f"{where} has unknown key {unknown[0]!r}",
+                hint=f"use one of {', '.join(sorted(_TARGET_KEYS))}",
+            )
+        engine = value.get("engine")
+        if engine not in TARGET_ENGINES:
+            raise UsageError(
+                f"{where} has engine {engine!r}",
+                hint=f"set engine to one of {', '.join(TARGET_ENGINES)}",
+            )
+        data = value.get("data", {})
+        if not isinstance(data, dict) or any(
+            not isinstance(k, str) or not isinstance(v, str) or not v.startswith("/")
+            for k, v in data.items()
+        ):
+            raise UsageError(
+                f"data in {where} must map recorded data paths to absolute paths",
+                hint='for example data = {"data/train.csv" = "/mnt/shared/train.csv"}',
+            )
+        options = value.get("options", [])
+        texts = {k: value.get(k, "") for k in _TARGET_KEYS - {"engine", "data", "options"}}
+        if not isinstance(options, list) or any(not isinstance(o, str) for o in options):
+            raise UsageError(f"options in {where} must be a list of strings", hint="fix it")
+        for key, text in sorted(texts.items()):
+            if not isinstance(text, str):
+                raise UsageError(f"{key} in {where} must be a string", hint="fix the value")
+        targets[name] = TargetConfig(
+            name=name,
+            engine=engine,
+            docker_host=texts["docker-host"],
+            context=texts["context"],
+            partition=texts["partition"],
+            namespace=texts["namespace"],
+            image_pull_secret=texts["image-pull-secret"],
+            data=dict(sorted(data.items())),
+            options=tuple(options),
+        )
+    return targets
 
 
 def _check_drift_pattern(pattern: str, origin: str) -> None:

@@ -27,6 +27,9 @@ bash scripts/docker-env.sh
 echo "==> host B: a second docker engine in its own namespaces, fed by the registry"
 ENVSNAP_HOST_B="$(bash scripts/host-b.sh | sed -n 's/^ENVSNAP_HOST_B=//p')"
 export ENVSNAP_HOST_B
+echo "==> headless Chromium for the HTML report's test"
+ENVSNAP_CHROMIUM="$(bash scripts/chromium.sh | sed -n 's/^ENVSNAP_CHROMIUM=//p')"
+export ENVSNAP_CHROMIUM
 echo "==> MLflow tracking server (SQLite backend, local artifact store) for the integration tests"
 mlflow_dir="$(mktemp -d "${TMPDIR:-/tmp}/envsnap-mlflow.XXXXXX")"
 trap 'kill -- -"$(cat "$mlflow_dir/server.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$mlflow_dir"' EXIT

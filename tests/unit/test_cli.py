@@ -117,3 +117,37 @@ class TestListDamagedStore:
         out, err = capsys.readouterr()
         assert [line.split()[0] for line in out.splitlines()] == [ids[0], ids[2]]
         assert f"run {ids[1]} cannot be read" in err and "Traceback" not in err
+
+
+class TestTargets:
+    @pytest.mark.parametrize(
+        ("argv", "words"),
+        [
+            (["matrix", "latest", "--on", "a", "--on", "gpu-h100"], "--on gpu-h100 names no"),
+            (["rerun", "latest", "--on", "k8s"], "kubernetes engine"),
+            (["matrix", "latest", "--on", "slurm:gpu"], "cannot rerun on slurm yet"),
+        ],
+    )
+    def test_a_target_that_cannot_run_here_is_one_sentence_exit_2(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        argv: list[str],
+        words: str,
+    ) -> None:
+        """Unknown names and engines not implemented yet stop before the run is even opened,
+        naming what [tool.envsnap.targets] has."""
+        (tmp_path / "pyproject.toml").write_text(
+            '[tool.envsnap.targets.a]\nengine = "docker"\n'
+            '[tool.envsnap.targets.k8s]\nengine = "kubernetes"\n'
+        )
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("ENVSNAP_STORE", raising=False)
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert words in err and "a (docker), k8s (kubernetes)" in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert not (tmp_path / ".envsnap").exists()

@@ -42,6 +42,7 @@ class TestRunCompletion:
             ("lock", ["run"]),
             ("build", ["run"]),
             ("rerun", ["run"]),
+            ("matrix", ["run"]),
             ("export", ["run"]),
         ],
     )

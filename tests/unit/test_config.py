@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from envsnap.config import load_config
+from envsnap.config import TargetConfig, load_config
 from envsnap.drift.rules import MetricTolerance
 from envsnap.errors import UsageError
 
@@ -81,3 +81,52 @@ class TestDriftPatterns:
         """Categories, globs over them and patterns under a manifest section are accepted."""
         _pyproject(tmp_path, f'[tool.envsnap.drift]\n"{key}" = "info"\n')
         assert load_config(project_root=tmp_path, env={}).drift_severity == {key: "info"}
+
+
+class TestTargets:
+    def test_tables_are_read_whole(self, tmp_path: Path) -> None:
+        """Each [tool.envsnap.targets.<name>] becomes a TargetConfig, data and options kept."""
+        _pyproject(
+            tmp_path,
+            '[tool.envsnap.targets.b]\nengine = "docker"\ndocker-host = "ssh://gpu-box"\n'
+            'data = {"data/train.csv" = "/mnt/shared/train.csv"}\n'
+            '[tool.envsnap.targets.h100]\nengine = "slurm"\npartition = "gpu-h100"\n'
+            'options = ["--qos=high"]\n'
+            '[tool.envsnap.targets.k8s]\nengine = "kubernetes"\nnamespace = "ml"\n'
+            'image-pull-secret = "regcred"\n',
+        )
+        targets = load_config(project_root=tmp_path, env={}).targets
+        assert sorted(targets) == ["b", "h100", "k8s"]
+        assert targets["b"] == TargetConfig(
+            name="b",
+            engine="docker",
+            docker_host="ssh://gpu-box",
+            data={"data/train.csv": "/mnt/shared/train.csv"},
+        )
+        assert targets["h100"].partition == "gpu-h100"
+        assert targets["h100"].options == ("--qos=high",)
+        assert (targets["k8s"].namespace, targets["k8s"].image_pull_secret) == ("ml", "regcred")
+
+    def test_none_configured(self, tmp_path: Path) -> None:
+        """Without tables there are no targets."""
+        assert load_config(project_root=tmp_path, env={}).targets == {}
+
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            ("[tool.envsnap.targets.b]\nengine = 'lsf'\n", "has engine 'lsf'"),
+            ("[tool.envsnap.targets.b]\ndocker-host = 'x'\n", "has engine None"),
+            ("[tool.envsnap.targets.b]\nengine = 'docker'\ndocker_host = 'x'\n", "unknown key"),
+            ("[tool.envsnap.targets.b]\nengine = 'docker'\ndata = {x = 'rel'}\n", "absolute"),
+            ("[tool.envsnap.targets.b]\nengine = 'slurm'\noptions = '--qos'\n", "list of str"),
+            ("[tool.envsnap.targets.b]\nengine = 'slurm'\npartition = 3\n", "must be a string"),
+            ("[tool.envsnap.targets]\nb = 'docker'\n", "is not a table"),
+            ("[tool.envsnap.targets.'b:c']\nengine = 'docker'\n", "has a name with ':'"),
+        ],
+    )
+    def test_a_bad_table_is_one_sentence(self, tmp_path: Path, body: str, message: str) -> None:
+        """A typo in a fleet's configuration stops the command, naming the table."""
+        _pyproject(tmp_path, body)
+        with pytest.raises(UsageError, match=r"tool\.envsnap\.targets") as caught:
+            load_config(project_root=tmp_path, env={})
+        assert message in str(caught.value)

@@ -1,0 +1,172 @@
+"""Targets: where a rerun runs, chosen by ``--on NAME[:CONTEXT]`` and configured in
+``[tool.envsnap.targets.<name>]``. A target turns a stored run and the rerun's options into work
+on its engine and hands back the RerunOutcome; only docker engines are implemented so far."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from envsnap.errors import UsageError
+
+if TYPE_CHECKING:
+    from envsnap.config import Config, TargetConfig
+    from envsnap.drift.outcome import RerunOutcome
+    from envsnap.image.build import BuildOptions
+    from envsnap.manifest import Manifest
+    from envsnap.rerunning.rerun import RerunOptions
+    from envsnap.store import Store, StoredRun
+
+# The built-in target: ``--on docker`` is the local engine, ``--on docker:CONTEXT`` a context.
+DOCKER = "docker"
+# How the docker CLI is pointed at an engine; a target sets one and clears the other.
+_ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerunRequest:
+    """Everything a target needs for one rerun, resolved once by the caller."""
+
+    stored: StoredRun
+    store: Store
+    build: BuildOptions
+    options: RerunOptions
+    config: Config
+    repo_root: Path | None
+    cwd: Path
+    env: Mapping[str, str]
+    on_output: Callable[[str], None] | None = None
+    on_build_line: Callable[[str], None] | None = None
+    echo: Callable[[str], None] | None = None
+
+
+class Target(Protocol):
+    """Where a rerun runs."""
+
+    @property
+    def label(self) -> str:
+        """The target as ``--on`` named it, for reports."""
+        ...
+
+    def rerun(self, request: RerunRequest) -> RerunOutcome:
+        """Rerun the request's run on this target and compare the new run with it."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerTarget:
+    """A docker engine: the local one, another host's (``DOCKER_HOST``) or a docker context."""
+
+    label: str
+    docker_host: str = ""
+    context: str = ""
+    # Recorded data path -> where the data lives on the engine's host (from the target's table).
+    data: Mapping[str, str] = field(default_factory=dict)
+
+    def engine_environment(self, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` pointed at this target's engine, whatever DOCKER_HOST or DOCKER_CONTEXT the
+        caller's environment had: with neither set here, the docker CLI's local engine."""
+        pointed = {k: v for k, v in env.items() if k not in _ENGINE_VARIABLES}
+        if self.docker_host:
+            pointed["DOCKER_HOST"] = self.docker_host
+        elif self.context:
+            pointed["DOCKER_CONTEXT"] = self.context
+        return pointed
+
+    def data_map(self, manifest: Manifest, given: Mapping[str, str]) -> dict[str, str]:
+        """The target's data mappings for the paths ``manifest`` recorded (a fleet's table may
+        map data other runs use), with the command line's mappings (``given``) winning."""
+        recorded = {d.path for d in manifest.data}
+        mapped = {path: place for path, place in self.data.items() if path in recorded}
+        return {**mapped, **given}
+
+    def rerun(self, request: RerunRequest) -> RerunOutcome:
+        """The rerun of rerunning/rerun.py, on this target's engine."""
+        from envsnap.image.engine import Engine
+        from envsnap.rerunning.rerun import rerun_run
+
+        env = self.engine_environment(request.env)
+        return rerun_run(
+            request.stored,
+            request.store,
+            Engine.detect(env, echo=request.echo),
+            build=request.build,
+            options=replace(
+                request.options,
+                data_map=self.data_map(request.stored.manifest, request.options.data_map),
+            ),
+            config=request.config,
+            repo_root=request.repo_root,
+            cwd=request.cwd,
+            env=env,
+            on_output=request.on_output,
+            on_build_line=request.on_build_line,
+            echo=request.echo,
+        )
+
+
+def resolve_target(spec: str, targets: Mapping[str, TargetConfig]) -> Target:
+    """The target ``--on SPEC`` names: a configured ``NAME`` (``NAME:CONTEXT`` overrides a docker
+    target's context), or the built-in ``docker`` / ``docker:CONTEXT``. A UsageError, before
+    anything runs, for a name nobody configured or an engine not implemented yet."""
+    name, colon, context = spec.partition(":")
+    if not name or (colon and not context):
+        raise UsageError(
+            f"--on {spec!r} is not NAME or NAME:CONTEXT", hint=_configured_hint(targets)
+        )
+    configured = targets.get(name)
+    if configured is None and name != DOCKER:
+        if name in ("slurm", "kubernetes"):
+            raise UsageError(
+                f"--on {spec}: envsnap cannot rerun on {name} yet (only docker engines are "
+                "implemented)",
+                hint=_configured_hint(targets),
+            )
+        raise UsageError(
+            f"--on {spec} names no target: [tool.envsnap.targets] has no table {name!r}",
+            hint=_configured_hint(targets),
+        )
+    if configured is None:
+        return DockerTarget(label=spec, context=context)
+    if configured.engine != "docker":
+        raise UsageError(
+            f"--on {spec}: target {name} uses the {configured.engine} engine, which envsnap "
+            "cannot rerun on yet (only docker engines are implemented)",
+            hint=_configured_hint(targets),
+        )
+    if configured.docker_host and configured.context:
+        raise UsageError(
+            f"target {name} sets both docker-host and context, so which engine it means is "
+            "ambiguous",
+            hint="keep one of them in its [tool.envsnap.targets] table",
+        )
+    if context:
+        return DockerTarget(label=spec, context=context, data=configured.data)
+    return DockerTarget(
+        label=spec,
+        docker_host=configured.docker_host,
+        context=configured.context,
+        data=configured.data,
+    )
+
+
+def resolve_targets(specs: Sequence[str], targets: Mapping[str, TargetConfig]) -> list[Target]:
+    """Every ``--on`` of a matrix, each named once; all resolved before any rerun starts."""
+    if not specs:
+        raise UsageError("envsnap matrix needs at least one --on", hint=_configured_hint(targets))
+    seen = [spec for index, spec in enumerate(specs) if spec in specs[:index]]
+    if seen:
+        raise UsageError(f"--on {seen[0]} is given twice", hint="name each target once")
+    return [resolve_target(spec, targets) for spec in specs]
+
+
+def _configured_hint(targets: Mapping[str, TargetConfig]) -> str:
+    if not targets:
+        return (
+            "no targets are configured in [tool.envsnap.targets]; --on docker is the local "
+            "engine and --on docker:CONTEXT a docker context"
+        )
+    listed = ", ".join(f"{name} ({t.engine})" for name, t in sorted(targets.items()))
+    return f"configured targets: {listed}; --on docker is the local engine"
