@@ -293,6 +293,16 @@ def recorded_image(stored: StoredRun) -> str:
     return digest
 
 
+def check_record_code(stored: StoredRun) -> None:
+    """Refuse a run whose record carries no code archive: the pod has no clone to check out."""
+    if not (stored.directory / CODE_ARCHIVE).is_file():
+        raise UsageError(
+            f"the record of run {stored.manifest.run_id} carries no code, and a Kubernetes "
+            "rerun takes the code from the record",
+            hint="push the run again from the repository it was captured in (envsnap push)",
+        )
+
+
 def gpu_count(manifest: Manifest, asked: str = "") -> int:
     """The ``nvidia.com/gpu`` limit: ``asked`` (a count or ``none``), else as many as the original
     run used. A node's devices are the scheduler's to find, so no ``all`` or ``device=``."""
@@ -379,20 +389,24 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
         main["envFrom"] = [{"secretRef": {"name": config.env_secret}}]
     if gpus:
         main["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
-    init_env = _env_list(registry_env)
-    init_mounts = sorted(
-        [*registry_mounts, _mount("code", POD_CODE_STAGING), _mount("tmp", POD_TMP)],
-        key=lambda m: str(m["mountPath"]),
+    pull_mounts = sorted(
+        [*registry_mounts, _mount("tmp", POD_TMP)], key=lambda m: str(m["mountPath"])
     )
+    # Unpacking needs no registry: no credentials, no variables.
+    unpack_mounts = [
+        _mount("envsnap", POD_ROOT),
+        _mount("code", POD_CODE_STAGING),
+        _mount("tmp", POD_TMP),
+    ]
     pull: dict[str, Any] = {
         "name": "pull-record",
         "image": str(image),
         "imagePullPolicy": "IfNotPresent",
         "command": ["envsnap", "pull"],
         "args": [_inert(str(record)), "--store", POD_ORIGINAL_STORE],
-        "env": init_env,
+        "env": _env_list(registry_env),
         "securityContext": _container_security(config),
-        "volumeMounts": init_mounts,
+        "volumeMounts": pull_mounts,
     }
     unpack: dict[str, Any] = {
         "name": "unpack-code",
@@ -406,9 +420,8 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
             POD_CODE_STAGING,
             "--no-same-owner",
         ],
-        "env": init_env,
         "securityContext": _container_security(config),
-        "volumeMounts": init_mounts,
+        "volumeMounts": unpack_mounts,
     }
     volumes: list[dict[str, Any]] = [
         {"name": "code", "emptyDir": {}},
@@ -967,7 +980,10 @@ def _data(
                 }
             )
         else:
-            volumes.append({"name": name, "hostPath": {"path": source.host_path}})
+            # Directory: a path missing on the node fails the pod, rather than being created empty.
+            volumes.append(
+                {"name": name, "hostPath": {"path": source.host_path, "type": "Directory"}}
+            )
     return mounts, volumes
 
 
