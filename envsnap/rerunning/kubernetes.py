@@ -83,6 +83,8 @@ POD_TMP = "/tmp"  # noqa: S108  (the pod's own emptyDir, not this host's)
 TERMINATION_LOG = "/dev/termination-log"
 MAIN_CONTAINER = "replay"
 MAX_GPUS = 64
+API_TIMEOUT_S = 30  # one call to the API server; a watch gets its own length on top
+_GONE = 410  # a watch's resource version has expired
 
 # Replay, then push whatever was recorded, exit with the replay's status. Constant: the values
 # come in as $1 (original manifest), $2 (store), $3 (results repository).
@@ -220,6 +222,10 @@ def check_config(config: KubernetesConfig) -> None:
     """Every value of the configuration that flows into a Job, checked for what Kubernetes
     accepts there; a UsageError naming the key otherwise."""
     _dns_label(config.namespace, "namespace")
+    if config.context and (len(config.context) > 253 or _CONTROL.search(config.context)):
+        raise _config_error(
+            f"context {config.context!r} is not a context name", "see kubectl config get-contexts"
+        )
     for key in ("image_pull_secret", "registry_secret", "env_secret", "service_account"):
         value = getattr(config, key)
         if value:
@@ -247,11 +253,11 @@ def check_config(config: KubernetesConfig) -> None:
             _safe_path(mapped.sub_path, f"data.{path!r}.sub_path", absolute=False)
     for key, value in config.node_selector.items():
         prefix, slash, name = key.rpartition("/")
-        if (slash and not _DNS_SUBDOMAIN.match(prefix)) or not _LABEL_NAME.match(name):
+        if (slash and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _LABEL_NAME.fullmatch(name):
             raise _config_error(
                 f"node_selector key {key!r} is not a label key", "see kubectl label"
             )
-        if not _LABEL_VALUE.match(value):
+        if not _LABEL_VALUE.fullmatch(value):
             raise _config_error(
                 f"node_selector value {value!r} is not a label value",
                 "63 letters, digits, '-', '_' or '.' at most",
@@ -326,7 +332,7 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
     check_rerunnable(manifest)
     check_config(config)
     run_id = manifest.run_id
-    if not _RUN_ID.match(run_id):
+    if not _RUN_ID.fullmatch(run_id):
         raise UsageError(f"run id {run_id!r} is not one envsnap writes", hint="capture it again")
     record = _record(request.record)
     results = _results(request.results or record.repository)
@@ -487,7 +493,8 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
 
 
 def job_yaml(job: Mapping[str, Any]) -> str:
-    """The Job as YAML for ``--dry-run`` (``kubectl apply -f -`` takes it): keys sorted, no
+    """The Job as YAML for ``--dry-run`` (``kubectl create -f -`` takes it; not ``apply``, which
+    needs a fixed name where this Job has ``generateName``): keys sorted, no
     flow style, no line folding, so the text is the same for the same Job."""
     import yaml
 
@@ -601,7 +608,9 @@ class KubernetesTarget:
         """Create the Job; its name (the cluster completes ``generateName``)."""
         namespace = str(job["metadata"]["namespace"])
         try:
-            created = self.client.batch.create_namespaced_job(namespace, dict(job))
+            created = self.client.batch.create_namespaced_job(
+                namespace, dict(job), _request_timeout=API_TIMEOUT_S
+            )
         except Exception as exc:
             raise _api_error(exc, f"creating the Job in namespace {namespace}") from None
         return str(_get(created, "metadata", "name"))
@@ -611,7 +620,9 @@ class KubernetesTarget:
         deadline = self._clock() + timeout_s
         while True:
             try:
-                job = self.client.batch.read_namespaced_job(name, namespace)
+                job = self.client.batch.read_namespaced_job(
+                    name, namespace, _request_timeout=API_TIMEOUT_S
+                )
             except Exception as exc:
                 raise _api_error(exc, f"reading the Job {name}") from None
             ended = self._ended(job, name, namespace)
@@ -642,6 +653,9 @@ class KubernetesTarget:
         kwargs: dict[str, Any] = {
             "field_selector": f"metadata.name={name}",
             "timeout_seconds": max(1, math.ceil(remaining)),
+            # The server ends the watch at timeout_seconds; a connection that stalls instead
+            # is given up a little later, so a wait never hangs on it.
+            "_request_timeout": max(1, math.ceil(remaining)) + API_TIMEOUT_S,
         }
         if version:
             kwargs["resource_version"] = version
@@ -659,6 +673,8 @@ class KubernetesTarget:
         except KubernetesError:
             raise
         except Exception as exc:
+            if getattr(exc, "status", None) == _GONE or _dropped(exc):
+                return  # an expired resource version, a stalled connection: read, watch on
             raise _api_error(exc, f"watching the Job {name}") from None
         finally:
             watcher.stop()
@@ -683,7 +699,7 @@ class KubernetesTarget:
         """The Job's end, with what its pod tells: exit code, record, why it did not run."""
         try:
             pods = self.client.core.list_namespaced_pod(
-                namespace, label_selector=f"job-name={name}"
+                namespace, label_selector=f"job-name={name}", _request_timeout=API_TIMEOUT_S
             )
         except Exception as exc:
             raise _api_error(exc, f"reading the pods of Job {name}") from None
@@ -752,6 +768,13 @@ def _client_module() -> Any:
     return client
 
 
+def _dropped(exc: Exception) -> bool:
+    """Whether a watch ended because its connection stalled or broke (urllib3's words)."""
+    from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+    return isinstance(exc, ReadTimeoutError | ProtocolError)
+
+
 def _get(value: Any, *keys: str) -> Any:
     """A field of a client model or of a plain dict (a watch may hand either), None if absent."""
     for key in keys:
@@ -817,7 +840,7 @@ def _table(table: Mapping[str, Any], key: str, *, where: str = "") -> Mapping[st
 
 
 def _dns_label(value: str, what: str) -> None:
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         raise _config_error(
             f"{what} {value!r} is not a Kubernetes name",
             "use at most 63 lowercase letters, digits and '-'",
@@ -825,7 +848,7 @@ def _dns_label(value: str, what: str) -> None:
 
 
 def _dns_subdomain(value: str, what: str) -> None:
-    if not _DNS_SUBDOMAIN.match(value):
+    if not _DNS_SUBDOMAIN.fullmatch(value):
         raise _config_error(
             f"{what} {value!r} is not a Kubernetes name",
             "use lowercase letters, digits, '-' and '.'",
@@ -889,7 +912,7 @@ def _environment(
     manifest: Manifest, supplied: Mapping[str, str], config: KubernetesConfig
 ) -> dict[str, str]:
     for name, value in supplied.items():
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise UsageError(f"{name!r} is not a variable name", hint="write NAME=VALUE")
         if is_secret_name(name):
             raise UsageError(
@@ -907,7 +930,7 @@ def _environment(
 
 def _env_list(values: Mapping[str, str]) -> list[dict[str, str]]:
     for name in values:
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise UsageError(
                 f"the recorded variable {name!r} is not a variable name", hint="capture again"
             )

@@ -143,7 +143,7 @@ class TestGolden:
         assert "&id" not in first and "*id" not in first
 
     def test_yaml_reads_back_as_the_job(self) -> None:
-        """What --dry-run prints is the Job itself (kubectl apply -f - takes it)."""
+        """What --dry-run prints is the Job itself (kubectl create -f - takes it)."""
         job = gpu_job()
         assert yaml.safe_load(job_yaml(job)) == job
 
@@ -299,6 +299,10 @@ class TestHostileValues:
         [
             {"namespace": "ml; rm -rf /"},
             {"namespace": "ML"},
+            {"namespace": "ml\n"},
+            {"context": "prod\nx"},
+            {"env_secret": "wandb\n"},
+            {"node_selector": {"pool": "gpu\n"}},
             {"image_pull_secret": "reg cred"},
             {"volumes": {"tmp": VolumeSource(claim="x")}},
             {"volumes": {"datasets": VolumeSource(host_path="relative/path")}},
@@ -333,6 +337,7 @@ class TestHostileValues:
             {"gpus": -1},
             {"gpus": True},
             {"env": {"BAD NAME": "x"}},
+            {"env": {"X\n": "x"}},
             {"env": {"X": "nul\x00"}},
         ],
     )
@@ -496,14 +501,16 @@ class FakeBatch:
         self.error = error
         self.created: list[tuple[str, dict[str, Any]]] = []
 
-    def create_namespaced_job(self, namespace: str, body: dict[str, Any]) -> Any:
+    def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kwargs: Any) -> Any:
+        assert kwargs["_request_timeout"] > 0
         if self.error is not None:
             raise self.error
         self.created.append((namespace, body))
         name = body["metadata"]["generateName"] + "x7k2p"
         return self.k8s.client.V1Job(metadata=self.k8s.client.V1ObjectMeta(name=name))
 
-    def read_namespaced_job(self, name: str, namespace: str) -> Any:
+    def read_namespaced_job(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        assert kwargs["_request_timeout"] > 0
         return self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
 
     def list_namespaced_job(self, namespace: str, **kwargs: Any) -> Any:
@@ -515,7 +522,8 @@ class FakeCore:
         self.pods = pods
         self.selectors: list[str] = []
 
-    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
+    def list_namespaced_pod(self, namespace: str, label_selector: str, **kwargs: Any) -> Any:
+        assert kwargs["_request_timeout"] > 0
         self.selectors.append(label_selector)
         return self.pods
 
@@ -736,6 +744,51 @@ class TestWait:
         )
         assert waiter.wait(NAME, "ml", 60).state == "succeeded"
         assert len(watch.calls) == 1
+
+    def test_expired_watch_reads_again(self, k8s: Any) -> None:
+        """The client raises 410 Gone for an expired resource version; the wait reads again."""
+        done = job_status(k8s, ("Complete", "", ""))
+        waiter, watch, _ = target(k8s, [job_status(k8s), done], [], pod_list(k8s, exit_code=0))
+        gone = k8s.client.exceptions.ApiException(status=410, reason="Expired: too old")
+
+        def expired(func: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            watch.calls.append(kwargs)
+            raise gone
+            yield {}
+
+        watch.stream = expired  # type: ignore[method-assign]
+        assert waiter.wait(NAME, "ml", 60).state == "succeeded"
+        assert len(watch.calls) == 1
+
+    def test_stalled_watch_reads_again(self, k8s: Any) -> None:
+        """A connection that stalls past the watch's length is given up, and the Job read."""
+        from urllib3.exceptions import ReadTimeoutError
+
+        done = job_status(k8s, ("Complete", "", ""))
+        waiter, watch, _ = target(k8s, [job_status(k8s), done], [], pod_list(k8s, exit_code=0))
+
+        def stalled(func: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            watch.calls.append(kwargs)
+            raise ReadTimeoutError(None, "", "Read timed out.")  # type: ignore[arg-type]
+            yield {}
+
+        watch.stream = stalled  # type: ignore[method-assign]
+        assert waiter.wait(NAME, "ml", 60).state == "succeeded"
+        [call] = watch.calls
+        assert call["_request_timeout"] > call["timeout_seconds"]
+
+    def test_watch_refused(self, k8s: Any) -> None:
+        """Any other refusal while watching is one sentence."""
+        waiter, watch, _ = target(k8s, [job_status(k8s)], [], None)
+        denied = k8s.client.exceptions.ApiException(status=403, reason="Forbidden")
+
+        def refused(func: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            raise denied
+            yield {}
+
+        watch.stream = refused  # type: ignore[method-assign]
+        with pytest.raises(KubernetesError, match="watching the Job"):
+            waiter.wait(NAME, "ml", 60)
 
     def test_deleted_job(self, k8s: Any) -> None:
         """A Job deleted while waited on is one sentence, not a wait for ever."""
