@@ -24,12 +24,13 @@ What the Job refuses to be: root (``runAsNonRoot``, uid 10001, the image's own u
 gain privileges or keep a capability, or writing its image's filesystem (``/tmp``, the store and
 the code are emptyDirs); no service-account token is mounted. Data is never copied in: every
 recorded data path must be mapped to a volume in the target's configuration (a PVC or a host
-path, a ``subPath`` in it), mounted read-only at the place the command saw it. Values flow into
-the manifest only after validation, and ``$`` is doubled wherever Kubernetes would expand
-``$(NAME)`` (args and env values). Credentials for the registry come from a secret of type
-``kubernetes.io/dockerconfigjson`` mounted as ``$DOCKER_CONFIG/config.json`` (credential helpers
-do not exist in the pod); values redacted at capture come from a secret through ``envFrom``, never
-as plain values in the Job.
+path, a ``subPath`` in it), mounted read-only at the place the command saw it; it must be
+readable by uid 10001, since the Job sets no ``fsGroup`` (the kubelet would change the group of
+every file of the data). Values flow into the Job only after validation, and ``$`` is doubled
+wherever Kubernetes would expand ``$(NAME)`` (args and env values). Credentials for the
+registry come from a secret of type ``kubernetes.io/dockerconfigjson`` mounted as
+``$DOCKER_CONFIG/config.json`` (credential helpers do not exist in the pod); values redacted at
+capture come from a secret through ``envFrom``, never as plain values in the Job.
 
 A Job stopped by its deadline (``activeDeadlineSeconds``) pushes no record: the result says
 ``DeadlineExceeded`` and there is nothing to compare. Unlike a docker rerun the pod has the
@@ -441,7 +442,8 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
                 "name": "docker-config",
                 "secret": {
                     "secretName": config.registry_secret,
-                    "defaultMode": 0o440,
+                    # Readable by the pod's user without fsGroup (see the pod's securityContext).
+                    "defaultMode": 0o444,
                     "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
                 },
             }
@@ -452,8 +454,9 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
         "enableServiceLinks": False,
         "initContainers": [pull, unpack],
         "restartPolicy": "Never",
+        # No fsGroup: the kubelet would change the group of every file of a data volume (slow
+        # for a dataset, and a change to data the rerun promises only to read).
         "securityContext": {
-            "fsGroup": IMAGE_UID,
             "runAsGroup": IMAGE_UID,
             "runAsNonRoot": True,
             "runAsUser": IMAGE_UID,

@@ -230,6 +230,7 @@ class TestSecurity:
         assert pod["securityContext"]["runAsUser"] == 10001
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
+        assert "fsGroup" not in pod["securityContext"]  # data volumes keep their ownership
         assert pod["restartPolicy"] == "Never"
 
     def test_writable_places_are_empty_dirs(self) -> None:
@@ -258,7 +259,7 @@ class TestSecurity:
         """The registry secret is mounted read-only as $DOCKER_CONFIG/config.json."""
         volumes = {v["name"]: v for v in cpu_job()["spec"]["template"]["spec"]["volumes"]}
         assert volumes["docker-config"]["secret"] == {
-            "defaultMode": 0o440,
+            "defaultMode": 0o444,
             "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
             "secretName": "regcred",
         }
