@@ -73,7 +73,9 @@ LABEL_ENV_ID = "envsnap.dev/env-id"
 ANNOTATION_ENV_ID = "envsnap.dev/env-id"
 ANNOTATION_RECORD = "envsnap.dev/record"
 ANNOTATION_RESULTS = "envsnap.dev/results"
-ENV_ID_LABEL_LENGTH = 16  # label values hold 63 characters; the whole env id is an annotation
+# Label values hold 63 characters and no ':': the env id's first hex digits (as image tags have
+# them); the whole env id is an annotation.
+ENV_ID_LABEL_LENGTH = 20
 
 POD_ROOT = "/envsnap"
 POD_ORIGINAL_STORE = f"{POD_ROOT}/original"
@@ -346,13 +348,14 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
     gpus = _gpus(request.gpus)
     deadline = _deadline(request.timeout_s)
     env_id = manifest.env_id
-    if not re.fullmatch(r"[0-9a-f]{16,64}", env_id):
+    env_hex = env_id.removeprefix("sha256:")
+    if not re.fullmatch(r"[0-9a-f]{64}", env_hex):
         raise UsageError(f"run {run_id} has no valid env id", hint="capture it again")
 
     labels = {
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/name": "envsnap-rerun",
-        LABEL_ENV_ID: env_id[:ENV_ID_LABEL_LENGTH],
+        LABEL_ENV_ID: env_hex[:ENV_ID_LABEL_LENGTH],
         LABEL_RERUN_OF: run_id,
     }
     annotations = {

@@ -47,7 +47,7 @@ from envsnap.rerunning.kubernetes import (
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "kubernetes"
 RUN_ID = "20261123-120000-abcdef"
-ENV_ID = "0123456789abcdef" * 4
+ENV_ID = "sha256:" + "0123456789abcdef" * 4  # as compute_env_id writes it
 RECORD = f"registry.example/team/runs:{RUN_ID}"
 IMAGE = "registry.example/team/envs@sha256:" + "b" * 64
 NEW_RECORD = "registry.example/team/runs:20261130-230000-123456@sha256:" + "c" * 64
@@ -288,7 +288,7 @@ class TestDeadlineAndLabels:
         job = cpu_job()
         for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
             assert meta["labels"]["envsnap.dev/rerun-of"] == RUN_ID
-            assert meta["labels"]["envsnap.dev/env-id"] == ENV_ID[:16]
+            assert meta["labels"]["envsnap.dev/env-id"] == ENV_ID[7:27]
             assert meta["annotations"]["envsnap.dev/env-id"] == ENV_ID
             assert all(len(v) <= 63 for v in meta["labels"].values())
         assert job["metadata"]["generateName"] == f"envsnap-rerun-{RUN_ID}-"
@@ -466,6 +466,29 @@ class TestSchema:
         """The Job deserializes into the client's V1Job and comes back whole: every field is
         one batch/v1 knows."""
         validate_job(render())
+
+    def test_a_real_gpu_manifest(self, k8s: Any) -> None:
+        """A manifest captured on an H200 (tests/data/gpu/) renders a Job that asks for its GPU
+        and survives the schema: env id, run id and command as capture writes them."""
+        from envsnap.manifest import read_manifest
+
+        real = read_manifest(
+            Path(__file__).resolve().parents[2] / "data" / "gpu" / "h200-torch-cu130.manifest.toml"
+        )
+        job = render_job(
+            real,
+            JobRequest(
+                record=f"registry.example/team/runs:{real.run_id}",
+                image=IMAGE,
+                gpus=gpu_count(real),
+                timeout_s=600,
+            ),
+            config(data={}, volumes={}),
+        )
+        validate_job(job)
+        assert main_container(job)["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+        labels = job["metadata"]["labels"]
+        assert labels["envsnap.dev/env-id"] == real.env_id.removeprefix("sha256:")[:20]
 
     def test_unknown_field_is_named(self, k8s: Any) -> None:
         """A field the schema does not know (it would be dropped) fails the check, by path."""
