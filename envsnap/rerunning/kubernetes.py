@@ -97,6 +97,14 @@ REPLAY_SCRIPT = (
     'exit "$status"'
 )
 
+# The checkout belongs to the pod's user, but the emptyDir it lies in (CODE_DIR itself) is
+# root's, and git refuses such a repository ("dubious ownership"): the capture inside would
+# record no commit. This trusts exactly CODE_DIR, in git's command-line scope (git >= 2.31).
+_TRUST_CHECKOUT = {
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "safe.directory",
+    "GIT_CONFIG_VALUE_0": CODE_DIR,
+}
 _RESERVED_VOLUMES = frozenset({"envsnap", "code", "tmp", "docker-config"})
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(
@@ -374,6 +382,7 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
     data_mounts, data_volumes = _data(manifest, config, workdir)
     environment = _environment(manifest, request.env, config)
     environment.update(registry_env)
+    environment.update(_TRUST_CHECKOUT)
     main: dict[str, Any] = {
         "name": MAIN_CONTAINER,
         "image": str(image),

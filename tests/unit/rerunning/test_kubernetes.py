@@ -198,6 +198,14 @@ class TestShape:
         assert env["HOME"] == "/tmp"
         assert env["DOCKER_CONFIG"] == "/envsnap/docker"
 
+    def test_checkout_is_trusted_by_git(self) -> None:
+        """The emptyDir holding the checkout is root's, so git is told to trust exactly /work
+        (else the capture inside records no commit: "dubious ownership", seen in a docker
+        play of this pod)."""
+        env = {e["name"]: e["value"] for e in main_container(cpu_job())["env"]}
+        assert env["GIT_CONFIG_COUNT"] == "1"
+        assert (env["GIT_CONFIG_KEY_0"], env["GIT_CONFIG_VALUE_0"]) == ("safe.directory", "/work")
+
     def test_gpu_limit(self) -> None:
         """GPUs become an nvidia.com/gpu limit; a CPU run asks for none."""
         assert main_container(gpu_job())["resources"] == {"limits": {"nvidia.com/gpu": "2"}}
