@@ -346,6 +346,11 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
     if not _RUN_ID.fullmatch(run_id):
         raise UsageError(f"run id {run_id!r} is not one envsnap writes", hint="capture it again")
     record = _record(request.record)
+    if _RUN_ID.fullmatch(record.tag) and record.tag != run_id:
+        raise UsageError(
+            f"the record {request.record!r} is tagged with run {record.tag}, not {run_id}",
+            hint="give the reference envsnap push printed for this run",
+        )
     results = _results(request.results or record.repository)
     image = parse_reference(request.image, "the recorded image")
     if not image.digest:
@@ -372,6 +377,11 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
         ANNOTATION_RESULTS: results,
     }
     workdir = str(PurePosixPath(CODE_DIR) / manifest.command.cwd)
+    if _CONTROL.search(workdir):
+        raise UsageError(
+            f"run {run_id} records a working directory with control characters",
+            hint="capture it from a plain directory",
+        )
     original = f"{POD_ORIGINAL_STORE}/runs/{run_id}/manifest.toml"
     registry_env = {"HOME": POD_TMP}
     registry_mounts = [_mount("envsnap", POD_ROOT)]

@@ -338,6 +338,7 @@ class TestHostileValues:
             {"record": "registry.example/team/runs:x\n--store=/"},
             {"record": RUN_ID},
             {"record": "registry.example/team/runs"},
+            {"record": "registry.example/team/runs:20261124-120000-000000"},
             {"image": "registry.example/team/envs:latest"},
             {"image": "$(curl evil)"},
             {"results": "registry.example/team/runs:tag"},
@@ -369,6 +370,12 @@ class TestHostileValues:
         """A run whose command lost a redacted value is refused as on docker."""
         bad = manifest(command=Command(argv=("python", "t.py", "--token", "<redacted>")))
         with pytest.raises(UsageError, match="redacted"):
+            render_job(bad, JobRequest(record=RECORD, image=IMAGE), config())
+
+    def test_working_directory_with_a_newline_refused(self) -> None:
+        """A recorded working directory with a control character never becomes workingDir."""
+        bad = manifest(command=Command(argv=("python", "t.py"), cwd="src\nx"))
+        with pytest.raises(UsageError, match="control characters"):
             render_job(bad, JobRequest(record=RECORD, image=IMAGE), config())
 
     def test_data_over_the_store_refused(self) -> None:
