@@ -589,15 +589,16 @@ class KubernetesClient:
     watch: Callable[[], Watcher]
 
 
-def official_client(context: str = "") -> KubernetesClient:
+def official_client(context: str = "", *, kubeconfig: str | None = None) -> KubernetesClient:
     """The official client, configured from the kubeconfig (``context``, else the current one) or,
-    inside a pod, from its service account."""
+    inside a pod, from its service account. ``kubeconfig`` is the file (the caller's
+    ``$KUBECONFIG``, passed in); None is the client's own default."""
     client = _client_module()
     from kubernetes import config, watch
 
     try:
         try:
-            api = config.new_client_from_config(context=context or None)
+            api = config.new_client_from_config(config_file=kubeconfig, context=context or None)
         except config.ConfigException:
             if context:
                 raise

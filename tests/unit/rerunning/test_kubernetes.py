@@ -39,6 +39,7 @@ from envsnap.rerunning.kubernetes import (
     check_record_code,
     gpu_count,
     job_yaml,
+    official_client,
     parse_config,
     recorded_image,
     render_job,
@@ -667,6 +668,39 @@ class TestSubmit:
         with pytest.raises(KubernetesError, match="403 Forbidden") as caught:
             KubernetesTarget(client).submit(cpu_job())
         assert "ask for permission" in str(caught.value)
+
+
+class TestOfficialClient:
+    def test_no_configuration_is_one_sentence(
+        self, k8s: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No kubeconfig and not inside a pod: one sentence saying how to set one up."""
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        with pytest.raises(KubernetesError, match="no Kubernetes cluster is configured"):
+            official_client(kubeconfig=str(tmp_path / "absent"))
+
+    def test_from_a_kubeconfig(self, k8s: Any, tmp_path: Path) -> None:
+        """A kubeconfig gives the client's batch and core APIs and its watch; nothing is
+        contacted until a call is made."""
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                    "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
+                    "contexts": [{"name": "lab", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "lab",
+                }
+            )
+        )
+        client = official_client("lab", kubeconfig=str(kubeconfig))
+        assert isinstance(client.batch, k8s.client.BatchV1Api)
+        assert isinstance(client.core, k8s.client.CoreV1Api)
+        assert client.watch is k8s.watch.Watch
+        with pytest.raises(KubernetesError, match="no Kubernetes cluster"):
+            official_client("elsewhere", kubeconfig=str(kubeconfig))
 
 
 class TestWait:
