@@ -216,12 +216,6 @@ class TestPod:
             (f.path, f.old, f.new) for f in report.fields if f.severity == "breaking"
         ]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="the image installs envsnap's direct dependencies only (pip --no-deps, "
-        "image/build.py's _tool_dependencies), so requests' urllib3 is missing there and "
-        "envsnap pull/push cannot run inside an image",
-    )
     def test_the_images_envsnap_can_pull(self, pushed: Pushed, tmp_path: Path) -> None:
         """The init container pulls the record with the image's own envsnap."""
         job = _job(pushed, _data(pushed, tmp_path))
