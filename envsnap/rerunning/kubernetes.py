@@ -593,8 +593,13 @@ def official_client(context: str = "", *, kubeconfig: str | None = None) -> Kube
     """The official client, configured from the kubeconfig (``context``, else the current one) or,
     inside a pod, from its service account. ``kubeconfig`` is the file (the caller's
     ``$KUBECONFIG``, passed in); None is the client's own default."""
+    import importlib
+
     client = _client_module()
-    from kubernetes import config, watch
+    # Through Any: some releases of the client annotate these functions and others do not, and
+    # strict typing must pass with either.
+    config: Any = importlib.import_module("kubernetes.config")
+    watch: Any = importlib.import_module("kubernetes.watch")
 
     try:
         try:
