@@ -145,7 +145,7 @@ def parse_env_options(items: Sequence[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for position, item in enumerate(items, start=1):
         name, eq, value = item.partition("=")
-        if not eq or not _ENV_NAME.match(name):
+        if not eq or not _ENV_NAME.fullmatch(name):
             # Not echoed: a malformed --env may well be a secret typed without its name.
             raise UsageError(
                 f"--env number {position} is not NAME=VALUE with a valid variable name",
@@ -201,7 +201,7 @@ def choose_gpus(original: Gpu, asked: str, host: Callable[[], Gpu]) -> str | Non
 
     ``host`` probes this host's GPUs; it is only called when GPUs are wanted.
     """
-    if asked and not _GPUS.match(asked):
+    if asked and not _GPUS.fullmatch(asked):
         raise UsageError(
             f"--gpus {asked!r} is not all, none, a count or device=ID[,ID]",
             hint="for example --gpus all, --gpus 2 or --gpus device=0,1",

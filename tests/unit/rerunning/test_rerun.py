@@ -166,6 +166,18 @@ class TestOptions:
         """--env NAME=VALUE keeps everything after the first '='."""
         assert parse_env_options(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
 
+    @pytest.mark.parametrize("item", ["X\n=1", "X\n\n=1", "1X=1", "X Y=1"])
+    def test_a_variable_name_is_matched_whole(self, item: str) -> None:
+        """A name with a trailing newline (which `$` in a pattern lets through) is refused."""
+        with pytest.raises(UsageError, match="not NAME=VALUE"):
+            parse_env_options([item])
+
+    @pytest.mark.parametrize("asked", ["all\n", "2\n", "device=0\n"])
+    def test_a_gpus_value_is_matched_whole(self, asked: str) -> None:
+        """--gpus with a trailing newline is refused before docker sees it."""
+        with pytest.raises(UsageError, match="is not all, none"):
+            choose_gpus(NO_GPU, asked, lambda: NO_GPU)
+
     def test_env_option_without_value_does_not_echo_it(self) -> None:
         """A malformed --env is refused without repeating what might be a secret."""
         with pytest.raises(UsageError) as caught:
