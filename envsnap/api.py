@@ -534,7 +534,7 @@ def _record_code(ws: Workspace, stored: StoredRun) -> tuple[str, ...]:
     when it cannot be had here."""
     from envsnap.checkout import pack_code
     from envsnap.errors import EnvsnapError
-    from envsnap.rerunning.rerun import CODE_ARCHIVE
+    from envsnap.store import CODE_ARCHIVE
 
     git = stored.manifest.git
     if (stored.directory / CODE_ARCHIVE).is_file() or not (git.present and git.commit):

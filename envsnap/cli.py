@@ -791,12 +791,13 @@ def gc_command(
 ) -> None:
     """Remove runs by age, name or tag (all given must match), and images no run uses."""
     from envsnap import api, gc
+    from envsnap.capturing.capture import parse_tags
 
     plan = gc.collect(
         api.workspace(store_dir).store,
         older_than=older_than,
         names=names,
-        tags=gc.parse_tag_filters(tags),
+        tags=parse_tags(tags),
         force=force,
         images=not keep_images,
         dry_run=dry_run,

@@ -36,17 +36,6 @@ def parse_age(text: str) -> timedelta:
     return timedelta(seconds=float(found.group(1)) * _UNIT_SECONDS[found.group(2)])
 
 
-def parse_tag_filters(items: Sequence[str]) -> dict[str, str]:
-    """``--tag team=nlp`` filters as a mapping; an item without ``=`` is an error."""
-    tags: dict[str, str] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UsageError(f"--tag {item!r} is not KEY=VALUE", hint="write it as --tag team=nlp")
-        tags[key.strip()] = value
-    return tags
-
-
 @dataclass(frozen=True, kw_only=True)
 class Selection:
     """Which runs to remove: every given filter must match (no filter: no run)."""

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 MANIFEST_FILE = "manifest.toml"
 RESULT_FILE = "result.toml"
 DIFF_FILE = "diff.patch"
+# The recorded code as a record carries it to another host (envsnap push writes it).
+CODE_ARCHIVE = "code.tar.gz"
 # A run's record: every file of its directory that travels with it (imported from another store,
 # pushed to and pulled from a registry), the manifest first. The lock stage, the image stage and
 # the rerun stage (the recorded code) own the later names; tests/unit/test_registry.py keeps this
@@ -57,7 +59,7 @@ RECORD_FILES = (
     "conda-lock.yml",
     "lock.toml",
     "image.toml",
-    "code.tar.gz",
+    CODE_ARCHIVE,
 )
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from envsnap.capturing.active import ActiveRun
 from envsnap.errors import UsageError
+from envsnap.store import CODE_ARCHIVE, DIFF_FILE, RECORD_FILES
 
 if TYPE_CHECKING:
     from envsnap.store import StoredRun
@@ -25,16 +26,8 @@ TRACKERS: tuple[Tracker, ...] = ("mlflow", "wandb")
 
 # The files of a run directory a tracker gets, in this order, when present. diff.patch is left
 # out: unlike the manifest it is not redacted, and a team's tracker is often more widely read.
-EXPORTED_FILES = (
-    "manifest.toml",
-    "result.toml",
-    "requirements.lock.txt",
-    "requirements.vcs.txt",
-    "conda-explicit.txt",
-    "conda-lock.yml",
-    "lock.toml",
-    "image.toml",
-)
+# The code archive stays out too: it is for reruns, and holds the diff.
+EXPORTED_FILES = tuple(n for n in RECORD_FILES if n not in (DIFF_FILE, CODE_ARCHIVE))
 ARTIFACT_DIR = "envsnap"
 
 _MODULES: Mapping[Tracker, tuple[str, str]] = {

@@ -55,12 +55,12 @@ from envsnap.errors import EnvsnapError, UsageError
 from envsnap.image.plan import CODE_DIR
 from envsnap.image.reference import parse_reference
 from envsnap.rerunning.rerun import (
-    CODE_ARCHIVE,
     ENGINE_VARIABLE,
     IMAGE_UID,
     check_rerunnable,
     container_environment,
 )
+from envsnap.store import CODE_ARCHIVE
 
 if TYPE_CHECKING:
     from envsnap.manifest import Manifest

@@ -25,7 +25,7 @@ from envsnap.drift.rules import MetricTolerance
 from envsnap.errors import EnvsnapError, UsageError
 from envsnap.image.plan import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
-from envsnap.store import Store
+from envsnap.store import CODE_ARCHIVE, Store
 
 if TYPE_CHECKING:
     from envsnap.config import Config
@@ -39,8 +39,6 @@ CONTAINER_ORIGINAL = "/envsnap/original"
 # The engine a rerun runs on, handed to the replay inside and recorded as a tag of the new run.
 ENGINE_VARIABLE = "ENVSNAP_RERUN_ENGINE"
 ENGINE_TAG = "rerun.engine"
-# The recorded code, as a record carries it to another host (envsnap push writes it).
-CODE_ARCHIVE = "code.tar.gz"
 CONTAINER_STORE = "/envsnap/store"
 IMAGE_UID = 10001  # the non-root user Dockerfile.base creates
 EXIT_INTERRUPTED = 130

@@ -160,7 +160,7 @@ class TestFormat:
             model.SUMMARY_FILE,
             IMAGE_FILE,
         }
-        from envsnap.rerunning.rerun import CODE_ARCHIVE
+        from envsnap.store import CODE_ARCHIVE
 
         assert stage_names | {CODE_ARCHIVE} <= set(RECORD_FILES)
         assert list(FILE_MEDIA_TYPES) == list(RECORD_FILES)
