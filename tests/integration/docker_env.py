@@ -30,25 +30,29 @@ git config --global --add safe.directory '*'
 """
 
 
-@functools.cache
-def docker_cli() -> str:
-    """Bring the environment up once per session and return the BuildKit-capable docker CLI."""
+def _bring_up(script: str, what: str, key: str, timeout: float) -> str | None:
+    """Run ``scripts/<script>`` (which brings ``what`` up, or finds it up) and return the value
+    of the ``KEY=value`` line it prints; None when it prints none. A failure fails loudly."""
     done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "docker-env.sh")],
-        capture_output=True,
-        text=True,
-        timeout=900,
+        ["bash", str(REPO / "scripts" / script)], capture_output=True, text=True, timeout=timeout
     )
     if done.returncode != 0:
         raise AssertionError(
-            "scripts/docker-env.sh could not bring docker up:\n"
+            f"scripts/{script} could not bring {what} up:\n"
             + done.stdout[-3000:]
             + done.stderr[-3000:]
         )
     for line in done.stdout.splitlines():
-        if line.startswith("ENVSNAP_DOCKER_CLI="):
+        if line.startswith(f"{key}="):
             return line.split("=", 1)[1].split()[0]
-    return os.environ.get("ENVSNAP_DOCKER") or shutil.which("docker") or "docker"
+    return None
+
+
+@functools.cache
+def docker_cli() -> str:
+    """Bring the environment up once per session and return the BuildKit-capable docker CLI."""
+    found = _bring_up("docker-env.sh", "docker", "ENVSNAP_DOCKER_CLI", 900)
+    return found or os.environ.get("ENVSNAP_DOCKER") or shutil.which("docker") or "docker"
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -74,22 +78,10 @@ def host_b() -> str:
     if address:
         return address
     docker_cli()  # host A and the registry first: host B pulls from it
-    done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "host-b.sh")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise AssertionError(
-            "scripts/host-b.sh could not bring host B up:\n"
-            + done.stdout[-3000:]
-            + done.stderr[-3000:]
-        )
-    for line in done.stdout.splitlines():
-        if line.startswith(f"{HOST_B_VARIABLE}="):
-            return line.split("=", 1)[1].strip()
-    raise AssertionError(f"scripts/host-b.sh printed no {HOST_B_VARIABLE}= line:\n{done.stdout}")
+    found = _bring_up("host-b.sh", "host B", HOST_B_VARIABLE, 600)
+    if found is None:
+        raise AssertionError(f"scripts/host-b.sh printed no {HOST_B_VARIABLE}= line")
+    return found
 
 
 def docker_b(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
