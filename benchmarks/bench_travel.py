@@ -17,36 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
+from example_project import LOCAL_BASE, REGISTRY_BASE, REPO, TRAIN, make_project, run
+
 BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-EXAMPLE = REPO / "examples" / "train-logreg"
 RESULTS_FILE = BENCH_DIR / "results-travel.md"
 REGISTRY = "127.0.0.1:5000"
-LOCAL_BASE = "envsnap-test/python:3.11-bookworm"
-REGISTRY_BASE = f"{REGISTRY}/{LOCAL_BASE}"
-TRAIN = [
-    "--params-file", "config.json", "--seed", "42", "--data", "data/train.csv",
-    "--output", "outputs/*.npy", "--metrics", "metrics.json",
-    "--", "python", "train.py", "--config", "config.json", "--seed", "42", "--out", "outputs",
-]  # fmt: skip
-
-
-def run(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), cwd=cwd, env=dict(env), capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return done
 
 
 def timed(action: Callable[[int], object], repeat: int) -> list[float]:
@@ -90,18 +72,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="envsnap-bench-travel-") as tmp:
         root = Path(tmp) / "project"
-        shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("outputs", "metrics.json"))
-        (root / ".gitignore").write_text("outputs/\nmetrics.json\n.envsnap/\n.venv/\n")
-        git_env = {**base_env, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@e.invalid",
-                   "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@e.invalid"}  # fmt: skip
-        for git_args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "ex"]):
-            run(["git", *git_args], cwd=root, env=git_env)
-        venv = root / ".venv"
-        run([sys.executable, "-m", "venv", str(venv)], cwd=root, env=base_env)
-        run([str(venv / "bin" / "pip"), "install", "-q", "-r", "requirements.txt"], cwd=root,
-            env=base_env)  # fmt: skip
-        env = {**base_env, "VIRTUAL_ENV": str(venv), "ENVSNAP_BASE_IMAGE": REGISTRY_BASE,
-               "PATH": f"{venv / 'bin'}{os.pathsep}{base_env['PATH']}"}  # fmt: skip
+        env = make_project(root, base_env)
         envsnap = [sys.executable, "-m", "envsnap"]
         run_id = run([*envsnap, "capture", *TRAIN], cwd=root, env=env).stdout.splitlines()[0]
         run([*envsnap, "build", run_id, "--push", envs], cwd=root, env=env)
