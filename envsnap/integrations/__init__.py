@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Literal
 
 from envsnap.capturing.active import ActiveRun
 from envsnap.errors import UsageError
-from envsnap.store import CODE_ARCHIVE, DIFF_FILE, RECORD_FILES
 
 if TYPE_CHECKING:
     from envsnap.store import StoredRun
@@ -24,10 +23,6 @@ if TYPE_CHECKING:
 Tracker = Literal["mlflow", "wandb"]
 TRACKERS: tuple[Tracker, ...] = ("mlflow", "wandb")
 
-# The files of a run directory a tracker gets, in this order, when present. diff.patch is left
-# out: unlike the manifest it is not redacted, and a team's tracker is often more widely read.
-# The code archive stays out too: it is for reruns, and holds the diff.
-EXPORTED_FILES = tuple(n for n in RECORD_FILES if n not in (DIFF_FILE, CODE_ARCHIVE))
 ARTIFACT_DIR = "envsnap"
 
 _MODULES: Mapping[Tracker, tuple[str, str]] = {
@@ -158,8 +153,14 @@ def _read_toml(path: Path) -> dict[str, object]:
 
 
 def run_files(run: StoredRun) -> list[Path]:
-    """The run's files a tracker gets as artifacts, in a fixed order."""
-    return [run.directory / name for name in EXPORTED_FILES if (run.directory / name).is_file()]
+    """The run's files a tracker gets as artifacts: its record's, in the record's order, but
+    diff.patch (unlike the manifest it is not redacted, and a team's tracker is often more widely
+    read) and the code archive (for reruns, and it holds the diff). The store is imported here,
+    not above: MLflow imports this package while it starts."""
+    from envsnap.store import CODE_ARCHIVE, DIFF_FILE, RECORD_FILES
+
+    names = [n for n in RECORD_FILES if n not in (DIFF_FILE, CODE_ARCHIVE)]
+    return [run.directory / name for name in names if (run.directory / name).is_file()]
 
 
 def flat_params(run: StoredRun) -> dict[str, str]:
