@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from envsnap.capturing.capture import CaptureContext, CapturedRun, CaptureRequest, now_utc
 from envsnap.config import Config, load_config
+from envsnap.errors import UsageError
 from envsnap.manifest import Result
 from envsnap.store import Store, StoredRun
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
     from envsnap.image.build import BuildOptions, BuiltImage
     from envsnap.locking.model import LockResult
     from envsnap.registry import PulledRecord, PushedRecord, RegistryOptions
-    from envsnap.rerunning.targets import RerunRequest
+    from envsnap.rerunning.slurm import Collected, SubmittedJob
+    from envsnap.rerunning.targets import RerunRequest, Target
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -311,6 +313,7 @@ def rerun(
     *,
     store: Path | str | None = None,
     on: str = "",
+    partition: str = "",
     gpus: str = "",
     timeout_s: float | None = None,
     rtol: float | None = None,
@@ -329,12 +332,114 @@ def rerun(
     original: on the target ``on`` names (``NAME[:CONTEXT]``, see ``[tool.envsnap.targets]``),
     else on the docker engine the environment names (``DOCKER_HOST``: this host or another).
     ``env_values`` supplies variables whose values were redacted at capture; ``data`` maps
-    recorded data paths to paths on the engine's host (``"data/x.csv=/mnt/x.csv"``)."""
+    recorded data paths to paths on the engine's host (``"data/x.csv=/mnt/x.csv"``);
+    ``partition`` overrides a Slurm target's. A Slurm rerun waits for its job."""
+    target, request = _targeted_request(**locals())  # every argument, passed on as given
+    return target.rerun(request)
+
+
+def submit(
+    run: str,
+    *,
+    store: Path | str | None = None,
+    on: str = "",
+    partition: str = "",
+    gpus: str = "",
+    timeout_s: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    network: bool = False,
+    env_values: Mapping[str, str] | None = None,
+    data: Sequence[str] = (),
+    base: str = "",
+    allow_unlocked: bool = False,
+    rebuild: bool = False,
+    on_output: Callable[[str], None] | None = None,
+    on_build_line: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> SubmittedJob:
+    """``rerun --detach``: hand the rerun to a scheduler target (Slurm) and return at once with
+    its job; ``collect`` brings it in when it has ended. The arguments are rerun's."""
+    target, request = _targeted_request(**locals(), detach=True)  # every argument, as given
+    from envsnap.rerunning.slurm import SlurmTarget
+
+    assert isinstance(target, SlurmTarget)  # _targeted_request refused any other
+    return target.submit(request)
+
+
+def collect(
+    *,
+    store: Path | str | None = None,
+    wait: bool = False,
+    poll_s: float = 2.0,
+    on_job: Callable[[Collected], None] | None = None,
+) -> list[Collected]:
+    """The reruns handed to Slurm with ``rerun --detach``: each that ended is collected (its new
+    run joins the store and is compared with the original, or why it recorded none is said),
+    each still queued or running is listed as such. ``wait``: until none is left running."""
+    import time
+
+    from envsnap.rerunning.slurm import Slurm, collect_jobs
+
+    ws = workspace(store)
+    slurm = Slurm(ws.env)
+    found: list[Collected] = []
+    while True:
+        batch = collect_jobs(
+            ws.store,
+            slurm,
+            config=ws.config,
+            on_job=None if wait else on_job,
+        )
+        ended = [c for c in batch if c.state != "running"]
+        found.extend(ended)
+        if wait and on_job is not None:
+            for item in ended:
+                on_job(item)
+        running = [c for c in batch if c.state == "running"]
+        if not wait or not running:
+            return found + running
+        time.sleep(poll_s)
+
+
+def _targeted_request(
+    run: str,
+    *,
+    store: Path | str | None,
+    on: str,
+    partition: str,
+    gpus: str,
+    timeout_s: float | None,
+    rtol: float | None,
+    atol: float | None,
+    network: bool,
+    env_values: Mapping[str, str] | None,
+    data: Sequence[str],
+    base: str,
+    allow_unlocked: bool,
+    rebuild: bool,
+    on_output: Callable[[str], None] | None,
+    on_build_line: Callable[[str], None] | None,
+    echo: Callable[[str], None] | None,
+    detach: bool = False,
+) -> tuple[Target, RerunRequest]:
+    """The target ``on`` names (the caller's docker engine when none) and what it is asked;
+    with ``detach``, a target that can be left to run (a scheduler's), or a UsageError before
+    the run is opened."""
+    from envsnap.rerunning.slurm import SlurmTarget
     from envsnap.rerunning.targets import DockerTarget, resolve_target
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
-    target = resolve_target(on, ws.config.targets) if on else None
+    if partition and not on:
+        raise UsageError("--partition needs --on slurm", hint="add --on slurm")
+    target = resolve_target(on, ws.config.targets, partition=partition) if on else None
+    if detach and not isinstance(target, SlurmTarget):
+        raise UsageError(
+            f"--detach is for scheduler targets, and --on {on or 'docker'} runs on a docker "
+            "engine, which envsnap waits on",
+            hint="leave out --detach, or rerun --on slurm",
+        )
     stored = open_stored(ws.store, run, pull=registry_puller(ws))
     request = _rerun_request(
         ws,
@@ -356,7 +461,7 @@ def rerun(
     if target is None:  # the engine the caller's environment names, as before targets
         docker_host, context = ws.env.get("DOCKER_HOST", ""), ws.env.get("DOCKER_CONTEXT", "")
         target = DockerTarget(label="", docker_host=docker_host, context=context)
-    return target.rerun(request)
+    return target, request
 
 
 def _rerun_request(

@@ -10,13 +10,23 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from envsnap.completion import complete_run
-from envsnap.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, EnvsnapError, InterruptError
+from envsnap.completion import complete_run, complete_target
+from envsnap.errors import (
+    EXIT_DRIFT,
+    EXIT_ERROR,
+    EXIT_OK,
+    EnvsnapError,
+    InterruptError,
+    UsageError,
+)
 from envsnap.version import version_text
+
+if TYPE_CHECKING:
+    from envsnap.rerunning.slurm import Collected, SubmittedJob
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -391,8 +401,9 @@ def on_option(func: F) -> F:
         "on",
         default="",
         metavar="NAME[:CONTEXT]",
+        shell_complete=complete_target,
         help="Rerun on this target ([tool.envsnap.targets.NAME]; docker: the local engine, "
-        "docker:CONTEXT: a docker context).",
+        "docker:CONTEXT: a docker context; slurm[:PARTITION]: this host's Slurm cluster).",
     )(func)
 
 
@@ -406,6 +417,12 @@ def on_option(func: F) -> F:
     multiple=True,
     metavar="PATH=HOSTPATH",
     help="Where a recorded data path lives on the engine's host (repeatable).",
+)
+@click.option("--partition", default="", help="The Slurm partition (with --on slurm).")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Submit the rerun to the scheduler (Slurm) and return; envsnap collect gathers it.",
 )
 @click.option(
     "--html",
@@ -434,6 +451,8 @@ def rerun(
     allow_unlocked: bool,
     rebuild: bool,
     data_items: tuple[str, ...],
+    partition: str,
+    detach: bool,
     html_file: Path | None,
     fail_on: str,
     markdown: bool,
@@ -443,7 +462,8 @@ def rerun(
 ) -> None:
     """Rerun a recorded run in its pinned image and report drift; exit 1 when it drifted.
 
-    The container's output streams to stderr; the report goes to stdout.
+    The container's output streams to stderr; the report goes to stdout. With --on slurm the
+    rerun is a batch job, waited on (or, with --detach, left to envsnap collect).
     """
     from envsnap import api
     from envsnap.drift import report
@@ -451,10 +471,16 @@ def rerun(
 
     verbose = bool(ctx.obj and ctx.obj.get("verbose"))
     stream = lambda line: click.echo(line, err=True)  # noqa: E731
-    outcome = api.rerun(
+    if detach and html_file is not None:
+        raise UsageError("--html needs the rerun's report, which --detach does not wait for")
+    rerun_or_submit: Callable[..., RerunOutcome | SubmittedJob] = (
+        api.submit if detach else api.rerun
+    )
+    done = rerun_or_submit(
         run,
         store=store_dir,
         on=on,
+        partition=partition,
         gpus=gpus,
         timeout_s=parse_duration(timeout) if timeout else None,
         rtol=rtol,
@@ -469,6 +495,12 @@ def rerun(
         on_build_line=_build_progress(verbose),
         echo=stream if verbose else None,
     )
+    from envsnap.drift.outcome import RerunOutcome
+
+    if not isinstance(done, RerunOutcome):
+        _print_submitted(done, as_json)
+        raise SystemExit(EXIT_OK)
+    outcome = done
     if as_json:
         click.echo(report.render_rerun_json(outcome, fail_on=fail_on), nl=False)  # type: ignore[arg-type]
     elif markdown:
@@ -489,6 +521,87 @@ def rerun(
     if outcome.interrupted:
         raise InterruptError(f"rerun {outcome.rerun} was interrupted; its report is above")
     raise SystemExit(EXIT_DRIFT if outcome.failed(fail_on) else EXIT_OK)  # type: ignore[arg-type]
+
+
+def _print_submitted(job: SubmittedJob, as_json: bool) -> None:
+    """What rerun --detach submitted: the job id on stdout (or JSON), the next step on stderr."""
+    if as_json:
+        import json
+
+        data = {
+            "schema": "envsnap.submitted/1",
+            "job_id": job.job_id,
+            "original": job.original,
+            "target": job.target,
+            "directory": str(job.directory),
+        }
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(job.job_id)
+    click.echo(
+        f"envsnap: submitted Slurm job {job.job_id}: a rerun of {job.original} on {job.target}; "
+        "envsnap collect gathers it when it has ended",
+        err=True,
+    )
+
+
+@cli.command()
+@click.option("--wait", is_flag=True, help="Wait until every submitted rerun has ended.")
+@fail_on_option
+@store_option
+@json_option
+def collect(wait: bool, fail_on: str, store_dir: Path | None, as_json: bool) -> None:
+    """Gather the reruns submitted with rerun --detach that have ended.
+
+    Each ended job's new run joins the store and its report is printed; jobs still queued or
+    running are listed and left. Exit 1 when a collected rerun did not reproduce (or recorded no
+    run), 0 otherwise.
+    """
+    import json
+
+    from envsnap import api
+    from envsnap.drift import report
+
+    printed: list[dict[str, Any]] = []
+
+    def show(item: Collected) -> None:
+        where = f"Slurm job {item.job_id} (rerun of {item.original} on {item.target})"
+        if as_json:
+            entry: dict[str, Any] = {
+                "job_id": item.job_id,
+                "original": item.original,
+                "target": item.target,
+                "state": item.state,
+                "detail": item.detail,
+            }
+            if item.outcome is not None:
+                entry["rerun"] = json.loads(
+                    report.render_rerun_json(item.outcome, fail_on=fail_on)  # type: ignore[arg-type]
+                )
+            printed.append(entry)
+        elif item.outcome is not None:
+            click.echo(f"== {where}")
+            click.echo(
+                report.render_rerun_text(item.outcome, fail_on=fail_on),  # type: ignore[arg-type]
+                nl=False,
+            )
+        elif item.state == "running":
+            click.echo(f"{where}: still {item.detail}")
+        else:
+            click.echo(f"{where}: failed: {item.detail}")
+
+    found = api.collect(store=store_dir, wait=wait, on_job=show)
+    if as_json:
+        data = {"schema": "envsnap.collect/1", "jobs": printed}
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif not found:
+        click.echo("envsnap: no submitted reruns to collect", err=True)
+    failed = [
+        c
+        for c in found
+        if c.state == "failed" or (c.outcome is not None and c.outcome.failed(fail_on))  # type: ignore[arg-type]
+    ]
+    raise SystemExit(EXIT_DRIFT if failed else EXIT_OK)
 
 
 def _write_page(path: Path, page: str) -> None:

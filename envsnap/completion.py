@@ -62,3 +62,27 @@ def complete_run(
         CompletionItem(value, help=text or None)
         for value, text in run_candidates(incomplete, store=store)
     ]
+
+
+def target_candidates(incomplete: str) -> list[tuple[str, str]]:
+    """``(value, help)`` pairs that complete an ``--on`` value: the built-in targets and every
+    ``[tool.envsnap.targets.<name>]`` of the project here, each with its engine as help."""
+    from envsnap import api
+    from envsnap.errors import EnvsnapError
+
+    found = {"docker": "the local docker engine", "slurm": "this host's Slurm cluster"}
+    try:
+        for name, target in api.workspace().config.targets.items():
+            found[name] = f"{target.engine} target"
+    except (EnvsnapError, OSError):
+        pass
+    return [(name, text) for name, text in sorted(found.items()) if name.startswith(incomplete)]
+
+
+def complete_target(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """click's ``shell_complete`` for ``--on``."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(value, help=text) for value, text in target_candidates(incomplete)]

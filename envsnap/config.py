@@ -29,6 +29,9 @@ class TargetConfig(Model):
     partition: str = ""  # slurm
     namespace: str = ""  # kubernetes
     image_pull_secret: str = ""  # kubernetes
+    runtime: str = ""  # slurm: the container runtime on the nodes (docker, podman)
+    # slurm: a repository the image is pushed to, so that the nodes pull it by digest
+    registry: str = ""
     # Recorded data path -> where that data lives on the target's hosts.
     data: Mapping[str, str] = field(default_factory=dict)
     options: tuple[str, ...] = ()  # extra scheduler options, passed through as given
@@ -70,9 +73,13 @@ _TARGET_KEYS = {
     "partition",
     "namespace",
     "image-pull-secret",
+    "runtime",
+    "registry",
     "data",
     "options",
 }
+# The container runtimes a Slurm node may run the image with.
+SLURM_RUNTIMES = ("docker", "podman")
 
 
 def load_config(*, project_root: Path, env: Mapping[str, str]) -> Config:
@@ -216,6 +223,11 @@ def _targets(table: Any, origin: str) -> dict[str, TargetConfig]:
         for key, text in sorted(texts.items()):
             if not isinstance(text, str):
                 raise UsageError(f"{key} in {where} must be a string", hint="fix the value")
+        if texts["runtime"] and texts["runtime"] not in SLURM_RUNTIMES:
+            raise UsageError(
+                f"runtime in {where} is {texts['runtime']!r}",
+                hint=f"set it to one of {', '.join(SLURM_RUNTIMES)}",
+            )
         targets[name] = TargetConfig(
             name=name,
             engine=engine,
@@ -224,6 +236,8 @@ def _targets(table: Any, origin: str) -> dict[str, TargetConfig]:
             partition=texts["partition"],
             namespace=texts["namespace"],
             image_pull_secret=texts["image-pull-secret"],
+            runtime=texts["runtime"],
+            registry=texts["registry"],
             data=dict(sorted(data.items())),
             options=tuple(options),
         )

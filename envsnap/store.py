@@ -65,6 +65,8 @@ RECORD_FILES = (
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 _RUN_PREFIX = re.compile(r"^[0-9][0-9a-f-]{0,21}$")
 _STALE_TMP_SECONDS = 3600
+# A job's directory name under jobs/: the original run's id, then a random part.
+_JOB_KEY = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}-[0-9a-f]{8}$")
 
 
 def new_run_id(now: datetime) -> str:
@@ -303,6 +305,75 @@ class Store:
             for entry in os.scandir(self._tmp_dir):
                 if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                     _remove_tree(Path(entry.path))
+
+    # --- jobs: reruns handed to a scheduler, collected later ------------------------------
+
+    @property
+    def jobs_dir(self) -> Path:
+        """``<store>/jobs/``: one directory per rerun submitted to a scheduler and not yet
+        collected. The job reads its inputs from there and leaves what came back there, so a
+        store used with a cluster lies on a filesystem its nodes share."""
+        return self.root / "jobs"
+
+    def new_job(self, key: str, files: Callable[[Path], Mapping[str, bytes]]) -> Path:
+        """A new job directory ``jobs/<key>``, whole or not at all: ``files`` is given its final
+        path (a job script names it) and returns the files to write into it."""
+        if not _JOB_KEY.fullmatch(key):
+            raise StoreError(f"{key!r} is not a job name", hint="this is a bug in envsnap")
+        self._ensure_dirs()
+        target = self.jobs_dir / key
+        staging = self._tmp_dir / f"job-{key}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            self.jobs_dir.mkdir(exist_ok=True)
+            staging.mkdir()
+            write_files(staging, files(target))
+            staging.rename(target)
+            fsync_dir(self.jobs_dir)
+        except OSError as exc:
+            _remove_tree(staging)
+            raise _write_error(exc, self.root) from None
+        return target
+
+    def job_dirs(self) -> list[Path]:
+        """The jobs not yet collected, oldest name first (a name starts with its run id)."""
+        try:
+            entries = sorted(os.scandir(self.jobs_dir), key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"the store {self.root} cannot be read ({exc.strerror})") from None
+        return [
+            Path(e.path)
+            for e in entries
+            if _JOB_KEY.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+        ]
+
+    def claim_job(self, directory: Path) -> Path | None:
+        """Take a job for collecting: one rename, so two collects never take the same one
+        (None: another has it). ``release_job`` gives it back, ``remove_job`` ends it."""
+        claimed = directory.with_name(f".{directory.name}.{os.getpid()}.{os.urandom(3).hex()}")
+        try:
+            directory.rename(claimed)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _write_error(exc, self.root) from None
+        return claimed
+
+    def release_job(self, claimed: Path, key: str) -> None:
+        """Put a claimed job back under its name, for the next collect."""
+        with contextlib.suppress(OSError):
+            claimed.rename(self.jobs_dir / key)
+
+    def remove_job(self, claimed: Path) -> None:
+        """A collected job's directory, gone (moved out first, so a kill leaves none half)."""
+        self._ensure_dirs()
+        doomed = self._tmp_dir / f"{claimed.name.lstrip('.')}.removed.{os.urandom(4).hex()}"
+        try:
+            claimed.rename(doomed)
+        except OSError:
+            return
+        _remove_tree(doomed)
 
     # --- reading --------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ bash scripts/docker-env.sh
 echo "==> host B: a second docker engine in its own namespaces, fed by the registry"
 ENVSNAP_HOST_B="$(bash scripts/host-b.sh | sed -n 's/^ENVSNAP_HOST_B=//p')"
 export ENVSNAP_HOST_B
+echo "==> a one-node Slurm cluster (Debian's slurm-wlm and munge; its node runs host A's engine)"
+bash scripts/slurm.sh
 echo "==> headless Chromium for the HTML report's test"
 ENVSNAP_CHROMIUM="$(bash scripts/chromium.sh | sed -n 's/^ENVSNAP_CHROMIUM=//p')"
 export ENVSNAP_CHROMIUM

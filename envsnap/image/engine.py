@@ -391,7 +391,7 @@ class Engine:
         args = [
             "run",
             "--rm",
-            *_container_flags(name, mounts, env, workdir, user, network, gpus),
+            *container_flags(name, mounts, env, workdir, user, network, gpus),
             image,
             *argv,
         ]
@@ -469,7 +469,7 @@ class Engine:
         env = dict(env or {})
         create = [
             "create",
-            *_container_flags(name, mounts, env, workdir, user, network, gpus),
+            *container_flags(name, mounts, env, workdir, user, network, gpus),
             image,
             *argv,
         ]
@@ -619,7 +619,7 @@ class IsolatedRun:
     archive: bytes  # a tar of the copy_out directory; empty when it could not be read
 
 
-def _container_flags(
+def container_flags(
     name: str,
     mounts: Sequence[Mount],
     env: Mapping[str, str],

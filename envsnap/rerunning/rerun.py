@@ -231,6 +231,26 @@ def choose_gpus(original: Gpu, asked: str, host: Callable[[], Gpu]) -> str | Non
     return wanted
 
 
+def scheduled_gpus(original: Gpu, asked: str) -> str | None:
+    """The GPU count to ask a scheduler for (it, not this host, provides them), or None for
+    none: as many as the original used unless ``--gpus`` says; a count only, since the
+    scheduler picks the devices."""
+    if asked and not _GPUS.fullmatch(asked):
+        raise UsageError(
+            f"--gpus {asked!r} is not all, none, a count or device=ID[,ID]",
+            hint="for example --gpus all, --gpus 2 or --gpus device=0,1",
+        )
+    if asked == "none":
+        return None
+    if asked and not asked.isdigit():
+        raise UsageError(
+            f"--gpus {asked} names devices, but on a scheduler the scheduler picks them",
+            hint="ask for a count, for example --gpus 1",
+        )
+    wanted = asked or str(len(original.devices))
+    return None if wanted == "0" else wanted
+
+
 def check_driver(cuda_runtime: str, host: Gpu) -> str:
     """A GpuError when the host driver is too old for the image's CUDA runtime; a note (or "")
     when it meets the major's minimum but not the toolkit's own driver."""
@@ -268,6 +288,42 @@ def _device_names(gpu: Gpu) -> str:
 # --- the rerun ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class ContainerJob:
+    """A rerun ready for an engine: its image, what goes into the container (one tar archive
+    extracted at ``/``), and how the container is set up. A target runs it (here, on a docker
+    engine; rerunning/slurm.py, in a batch job) and hands back the container's store."""
+
+    image: str
+    image_id: str
+    name: str
+    argv: tuple[str, ...]
+    files_in: bytes
+    mounts: tuple[Mount, ...]
+    env: Mapping[str, str]
+    workdir: str
+    user: str
+    network: bool
+    gpus: str | None
+    notes: tuple[str, ...]
+    missing_env: tuple[str, ...]
+    registry_digest: str = ""  # the image by digest in a registry, when the build pushed it
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerRun:
+    """What came back from a rerun's container, wherever it ran."""
+
+    archive: bytes  # the container's store, as ``docker cp`` writes it (a tar of "store/")
+    exit_code: int
+    timed_out: bool = False
+    interrupted: bool = False
+    # Why the container stopped before its command ended, in the engine's words ("" when it did
+    # not, or for the default wording of a timeout or Ctrl-C).
+    stopped: str = ""
+    tail: tuple[str, ...] = ()  # the last lines of its output, for errors
+
+
 def rerun_run(
     stored: StoredRun,
     store: Store,
@@ -283,16 +339,22 @@ def rerun_run(
     on_build_line: Callable[[str], None] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> RerunOutcome:
-    """Rerun a stored run in its image and compare the new run with it."""
-    from envsnap.checkout import materialize, unpack_code
-    from envsnap.image.build import build_run
-
-    manifest = stored.manifest
-    plan = _preflight(stored, options, repo_root=repo_root, cwd=cwd, env=env, echo=echo)
+    """Rerun a stored run in its image on ``engine`` and compare the new run with it."""
     engine.info()  # the daemon answers, before anything is built or checked out
     engine_name = engine.describe()
-    built = build_run(stored, store, engine, build, env=env, on_line=on_build_line)
-
+    job = prepare_rerun(
+        stored,
+        store,
+        engine,
+        build=build,
+        options=options,
+        repo_root=repo_root,
+        cwd=cwd,
+        env=env,
+        engine_name=engine_name,
+        on_build_line=on_build_line,
+        echo=echo,
+    )
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
 
     def take(line: str) -> None:
@@ -300,9 +362,77 @@ def rerun_run(
         if on_output is not None:
             on_output(line)
 
+    ran = engine.run_isolated(
+        job.image,
+        job.argv,
+        name=job.name,
+        files_in=job.files_in,
+        copy_out=CONTAINER_STORE,
+        mounts=job.mounts,
+        env=job.env,
+        workdir=job.workdir,
+        user=job.user,
+        network=job.network,
+        gpus=job.gpus,
+        timeout=options.timeout_s,
+        on_output=take,
+    )
+    came_back = ContainerRun(
+        archive=ran.archive,
+        exit_code=EXIT_INTERRUPTED if ran.interrupted else ran.exit_code,
+        timed_out=ran.timed_out,
+        interrupted=ran.interrupted,
+        tail=tuple(tail),
+    )
+    return finish_rerun(
+        stored,
+        store,
+        came_back,
+        image=job.image,
+        image_id=job.image_id,
+        notes=job.notes,
+        missing_env=job.missing_env,
+        options=options,
+        config=config,
+    )
+
+
+def prepare_rerun(
+    stored: StoredRun,
+    store: Store,
+    engine: Engine,
+    *,
+    build: BuildOptions,
+    options: RerunOptions,
+    repo_root: Path | None,
+    cwd: Path,
+    env: Mapping[str, str],
+    engine_name: str,
+    host_gpus: Callable[[], Gpu] | None = None,
+    probe_gpus: bool = True,
+    on_build_line: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> ContainerJob:
+    """Every check that can refuse the rerun, the image (reused, pulled or built on ``engine``)
+    and what goes into the container. ``probe_gpus`` False when a scheduler, not this host,
+    provides the GPUs (the count asked for is then passed on unchecked)."""
+    from envsnap.checkout import materialize, unpack_code
+    from envsnap.image.build import build_run
+
+    manifest = stored.manifest
+    plan = _preflight(
+        stored,
+        options,
+        repo_root=repo_root,
+        cwd=cwd,
+        env=env,
+        echo=echo,
+        host_gpus=host_gpus,
+        probe_gpus=probe_gpus,
+    )
+    built = build_run(stored, store, engine, build, env=env, on_line=on_build_line)
     with tempfile.TemporaryDirectory(prefix="envsnap-rerun-") as scratch:
-        root = Path(scratch)
-        code, scratch_store = root / "code", root / "store"
+        code = Path(scratch) / "code"
         if plan.code_archive is not None:
             unpack_code(plan.code_archive, manifest.git, code)
         else:
@@ -310,43 +440,57 @@ def rerun_run(
             materialize(plan.repo_root, manifest.git, plan.patch, code, env=env, echo=echo)
         workdir = str(PurePosixPath(CODE_DIR) / manifest.command.cwd)
         user, owner = _container_user()
-        files_in = _container_files(stored, code, plan, workdir, owner)
-        ran = engine.run_isolated(
-            built.reference,
-            REPLAY_ARGV,
-            name=f"envsnap-rerun-{manifest.run_id}-{os.urandom(3).hex()}",
-            files_in=files_in,
-            copy_out=CONTAINER_STORE,
-            mounts=plan.data_mounts,
-            env={**container_environment(manifest, options.env), ENGINE_VARIABLE: engine_name},
-            workdir=workdir,
-            user=user,
-            network=options.network,
-            gpus=plan.gpus,
-            timeout=options.timeout_s,
-            on_output=take,
-        )
-        interrupted = ran.interrupted
-        exit_code = EXIT_INTERRUPTED if interrupted else ran.exit_code
-        timed_out = ran.timed_out
-        _unpack_results(ran.archive, scratch_store)
-        new_dir = _recorded_run(scratch_store, exit_code, tail)
-        if not (new_dir / "result.toml").is_file():
-            _write_stopped_result(
-                Store(scratch_store), new_dir, exit_code, interrupted, options.timeout_s
-            )
-        directory = store.import_run(new_dir)
-    return RerunOutcome(
-        original=manifest.run_id,
-        rerun=directory.name,
-        directory=directory,
+        files_in = _container_files(stored, code, plan, owner)
+    return ContainerJob(
         image=built.reference,
         image_id=built.image_id,
-        exit_code=exit_code,
-        timed_out=timed_out,
-        interrupted=interrupted,
-        missing_env=plan.missing_env,
+        name=f"envsnap-rerun-{manifest.run_id}-{os.urandom(3).hex()}",
+        argv=REPLAY_ARGV,
+        files_in=files_in,
+        mounts=plan.data_mounts,
+        env={**container_environment(manifest, options.env), ENGINE_VARIABLE: engine_name},
+        workdir=workdir,
+        user=user,
+        network=options.network,
+        gpus=plan.gpus,
         notes=(*plan.notes, f"engine {engine_name}", *_image_notes(built)),
+        missing_env=plan.missing_env,
+        registry_digest=built.registry_digest,
+    )
+
+
+def finish_rerun(
+    stored: StoredRun,
+    store: Store,
+    ran: ContainerRun,
+    *,
+    image: str,
+    image_id: str,
+    notes: Sequence[str],
+    missing_env: Sequence[str],
+    options: RerunOptions,
+    config: Config,
+) -> RerunOutcome:
+    """The new run the container recorded joins the store (with a result saying why it stopped,
+    when it stopped before its command ended) and is compared with the original."""
+    with tempfile.TemporaryDirectory(prefix="envsnap-rerun-") as scratch:
+        scratch_store = Path(scratch) / "store"
+        _unpack_results(ran.archive, scratch_store)
+        new_dir = _recorded_run(scratch_store, ran.exit_code, ran.tail)
+        if not (new_dir / "result.toml").is_file():
+            _write_stopped_result(Store(scratch_store), new_dir, ran, options.timeout_s)
+        directory = store.import_run(new_dir)
+    return RerunOutcome(
+        original=stored.manifest.run_id,
+        rerun=directory.name,
+        directory=directory,
+        image=image,
+        image_id=image_id,
+        exit_code=ran.exit_code,
+        timed_out=ran.timed_out,
+        interrupted=ran.interrupted,
+        missing_env=tuple(missing_env),
+        notes=tuple(notes),
         report=_compare(stored, directory, config, options),
     )
 
@@ -373,6 +517,8 @@ def _preflight(
     cwd: Path,
     env: Mapping[str, str],
     echo: Callable[[str], None] | None,
+    host_gpus: Callable[[], Gpu] | None = None,
+    probe_gpus: bool = True,
 ) -> _Preflight:
     """Every check that can refuse a rerun, done before the engine is asked anything."""
     from envsnap.capturing.probes.data import fingerprint_data
@@ -398,11 +544,14 @@ def _preflight(
     host_gpu: list[Gpu] = []
 
     def probe_host() -> Gpu:
-        host_gpu.append(capture_gpu())
+        host_gpu.append((host_gpus or capture_gpu)())
         return host_gpu[0]
 
-    gpus = choose_gpus(manifest.gpu, options.gpus, probe_host)
-    if gpus is not None:
+    if probe_gpus:
+        gpus = choose_gpus(manifest.gpu, options.gpus, probe_host)
+    else:
+        gpus = scheduled_gpus(manifest.gpu, options.gpus)
+    if gpus is not None and host_gpu:
         note = check_driver(manifest.cuda.runtime_version, host_gpu[0])
         if note:
             notes.append(note)
@@ -445,9 +594,7 @@ def _preflight(
     )
 
 
-def _container_files(
-    stored: StoredRun, code: Path, plan: _Preflight, workdir: str, owner: int
-) -> bytes:
+def _container_files(stored: StoredRun, code: Path, plan: _Preflight, owner: int) -> bytes:
     """What goes into the container, as one tar archive extracted at ``/`` (``docker cp``, so
     the engine may be another host's): the code at CODE_DIR, the original manifest, an empty
     store, and the data not mapped on the engine's host, read-only, at the place the command saw
@@ -494,7 +641,6 @@ def _container_files(
         archive.add(code, arcname=CODE_DIR.lstrip("/"), filter=code_file)
         for target, local in sorted(plan.data_copies.items()):
             archive.add(local, arcname=target.lstrip("/"), filter=read_only)
-    del workdir  # the data targets already carry it
     return buffer.getvalue()
 
 
@@ -551,7 +697,7 @@ def _recorded_run(scratch_store: Path, exit_code: int, tail: Sequence[str]) -> P
 
 
 def _write_stopped_result(
-    scratch: Store, run_dir: Path, exit_code: int, interrupted: bool, timeout_s: float | None
+    scratch: Store, run_dir: Path, ran: ContainerRun, timeout_s: float | None
 ) -> None:
     """A container stopped before the command ended wrote no result; record that it stopped."""
     from envsnap.capturing.capture import now_utc
@@ -559,9 +705,12 @@ def _write_stopped_result(
 
     run = load_run_dir(run_dir)
     moment = now_utc().isoformat(timespec="microseconds").replace("+00:00", "Z")
-    if interrupted:
+    exit_code = ran.exit_code
+    if ran.stopped:
+        error = ran.stopped
+    elif ran.interrupted:
         error = "interrupted (Ctrl-C); the container was stopped and removed"
-    elif timeout_s is not None:
+    elif ran.timed_out and timeout_s is not None:
         error = f"timed out after {timeout_s:g} s; the container was stopped and removed"
     else:
         error = f"the container ended with exit code {exit_code} before the command finished"

@@ -1,6 +1,6 @@
 """Targets: where a rerun runs, chosen by ``--on NAME[:CONTEXT]`` and configured in
 ``[tool.envsnap.targets.<name>]``. A target turns a stored run and the rerun's options into work
-on its engine and hands back the RerunOutcome; only docker engines are implemented so far."""
+on its engine and hands back the RerunOutcome: docker engines here, Slurm in slurm.py."""
 
 from __future__ import annotations
 
@@ -107,20 +107,26 @@ class DockerTarget:
         )
 
 
-def resolve_target(spec: str, targets: Mapping[str, TargetConfig]) -> Target:
+def resolve_target(
+    spec: str, targets: Mapping[str, TargetConfig], *, partition: str = ""
+) -> Target:
     """The target ``--on SPEC`` names: a configured ``NAME`` (``NAME:CONTEXT`` overrides a docker
-    target's context), or the built-in ``docker`` / ``docker:CONTEXT``. A UsageError, before
-    anything runs, for a name nobody configured or an engine not implemented yet."""
+    target's context, a Slurm target's partition), or the built-in ``docker`` /
+    ``docker:CONTEXT`` and ``slurm`` / ``slurm:PARTITION``. ``partition`` (``--partition``)
+    overrides a Slurm target's. A UsageError, before anything runs, for a name nobody configured
+    or an engine not implemented yet."""
+    from envsnap.rerunning.slurm import SLURM, SlurmTarget
+
     name, colon, context = spec.partition(":")
     if not name or (colon and not context):
         raise UsageError(
             f"--on {spec!r} is not NAME or NAME:CONTEXT", hint=_configured_hint(targets)
         )
     configured = targets.get(name)
-    if configured is None and name != DOCKER:
-        if name in ("slurm", "kubernetes"):
+    if configured is None and name not in (DOCKER, SLURM):
+        if name == "kubernetes":
             raise UsageError(
-                f"--on {spec}: envsnap cannot rerun on {name} yet (only docker engines are "
+                f"--on {spec}: envsnap cannot rerun on {name} yet (docker engines and Slurm are "
                 "implemented)",
                 hint=_configured_hint(targets),
             )
@@ -128,12 +134,27 @@ def resolve_target(spec: str, targets: Mapping[str, TargetConfig]) -> Target:
             f"--on {spec} names no target: [tool.envsnap.targets] has no table {name!r}",
             hint=_configured_hint(targets),
         )
+    engine = configured.engine if configured is not None else name
+    if partition and engine != SLURM:
+        raise UsageError(
+            f"--partition is for Slurm targets, and --on {spec} is a {engine} target",
+            hint="leave out --partition, or name a Slurm target",
+        )
+    if engine == SLURM:
+        return SlurmTarget(
+            label=spec,
+            partition=partition or context or (configured.partition if configured else ""),
+            runtime=(configured.runtime if configured else "") or DOCKER,
+            registry=configured.registry if configured else "",
+            options=configured.options if configured else (),
+            data=configured.data if configured else {},
+        )
     if configured is None:
         return DockerTarget(label=spec, context=context)
     if configured.engine != "docker":
         raise UsageError(
             f"--on {spec}: target {name} uses the {configured.engine} engine, which envsnap "
-            "cannot rerun on yet (only docker engines are implemented)",
+            "cannot rerun on yet (docker engines and Slurm are implemented)",
             hint=_configured_hint(targets),
         )
     if configured.docker_host and configured.context:
@@ -166,7 +187,11 @@ def _configured_hint(targets: Mapping[str, TargetConfig]) -> str:
     if not targets:
         return (
             "no targets are configured in [tool.envsnap.targets]; --on docker is the local "
-            "engine and --on docker:CONTEXT a docker context"
+            "engine, --on docker:CONTEXT a docker context, --on slurm[:PARTITION] this host's "
+            "Slurm cluster"
         )
     listed = ", ".join(f"{name} ({t.engine})" for name, t in sorted(targets.items()))
-    return f"configured targets: {listed}; --on docker is the local engine"
+    return (
+        f"configured targets: {listed}; --on docker is the local engine, --on slurm this host's "
+        "Slurm cluster"
+    )

@@ -138,3 +138,14 @@ def capture_in_container(root: Path, captures: Sequence[str], setup: str = "") -
     lines = (root / ".ids").read_text().splitlines()
     (root / ".ids").unlink()
     return [json.loads(line)["run_id"] for line in lines if line.startswith('{"')]
+
+
+@functools.cache
+def slurm_partitions() -> list[str]:
+    """The one-node Slurm cluster of scripts/slurm.sh (its node runs host A's docker engine),
+    brought up once per session; its partitions. Never skipped."""
+    docker_cli()  # the node's container runtime first
+    found = _bring_up("slurm.sh", "the Slurm cluster", "ENVSNAP_SLURM_PARTITIONS", 600)
+    if not found:
+        raise AssertionError("scripts/slurm.sh printed no ENVSNAP_SLURM_PARTITIONS= line")
+    return found.split(",")

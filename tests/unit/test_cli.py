@@ -125,7 +125,7 @@ class TestTargets:
         [
             (["matrix", "latest", "--on", "a", "--on", "gpu-h100"], "--on gpu-h100 names no"),
             (["rerun", "latest", "--on", "k8s"], "kubernetes engine"),
-            (["matrix", "latest", "--on", "slurm:gpu"], "cannot rerun on slurm yet"),
+            (["matrix", "latest", "--on", "kubernetes"], "cannot rerun on kubernetes yet"),
         ],
     )
     def test_a_target_that_cannot_run_here_is_one_sentence_exit_2(
@@ -150,4 +150,33 @@ class TestTargets:
         err = capsys.readouterr().err
         assert words in err and "a (docker), k8s (kubernetes)" in err
         assert err.count("\n") == 1 and "Traceback" not in err
+        assert not (tmp_path / ".envsnap").exists()
+
+    @pytest.mark.parametrize(
+        ("argv", "words"),
+        [
+            (["rerun", "latest", "--on", "a", "--partition", "gpu"], "--partition is for Slurm"),
+            (["rerun", "latest", "--partition", "gpu"], "--partition needs --on slurm"),
+            (["rerun", "latest", "--on", "a", "--detach"], "--detach is for scheduler targets"),
+            (["rerun", "latest", "--detach"], "--detach is for scheduler targets"),
+        ],
+    )
+    def test_scheduler_options_on_a_docker_target_are_one_sentence_exit_2(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        argv: list[str],
+        words: str,
+    ) -> None:
+        """--partition and --detach mean a scheduler: refused for docker before the run is
+        opened."""
+        (tmp_path / "pyproject.toml").write_text('[tool.envsnap.targets.a]\nengine = "docker"\n')
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("ENVSNAP_STORE", raising=False)
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1
         assert not (tmp_path / ".envsnap").exists()

@@ -91,7 +91,7 @@ class TestTargets:
             '[tool.envsnap.targets.b]\nengine = "docker"\ndocker-host = "ssh://gpu-box"\n'
             'data = {"data/train.csv" = "/mnt/shared/train.csv"}\n'
             '[tool.envsnap.targets.h100]\nengine = "slurm"\npartition = "gpu-h100"\n'
-            'options = ["--qos=high"]\n'
+            'options = ["--qos=high"]\nruntime = "podman"\nregistry = "reg.example/envs"\n'
             '[tool.envsnap.targets.k8s]\nengine = "kubernetes"\nnamespace = "ml"\n'
             'image-pull-secret = "regcred"\n',
         )
@@ -105,6 +105,7 @@ class TestTargets:
         )
         assert targets["h100"].partition == "gpu-h100"
         assert targets["h100"].options == ("--qos=high",)
+        assert (targets["h100"].runtime, targets["h100"].registry) == ("podman", "reg.example/envs")
         assert (targets["k8s"].namespace, targets["k8s"].image_pull_secret) == ("ml", "regcred")
 
     def test_none_configured(self, tmp_path: Path) -> None:
@@ -121,6 +122,7 @@ class TestTargets:
             ("[tool.envsnap.targets.b]\nengine = 'slurm'\noptions = '--qos'\n", "list of str"),
             ("[tool.envsnap.targets.b]\nengine = 'slurm'\npartition = 3\n", "must be a string"),
             ("[tool.envsnap.targets]\nb = 'docker'\n", "is not a table"),
+            ("[tool.envsnap.targets.b]\nengine = 'slurm'\nruntime = 'lxc'\n", "runtime in"),
             ("[tool.envsnap.targets.'b:c']\nengine = 'docker'\n", "has a name with ':'"),
         ],
     )

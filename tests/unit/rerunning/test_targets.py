@@ -50,9 +50,7 @@ class TestResolve:
         ("spec", "words"),
         [
             ("nope", ["--on nope names no target", "a (docker), b (docker)", "k8s (kubernetes)"]),
-            ("h100", ["slurm engine", "cannot rerun on yet", "h100 (slurm)"]),
-            ("k8s", ["kubernetes engine", "only docker engines are implemented"]),
-            ("slurm:gpu", ["cannot rerun on slurm yet"]),
+            ("k8s", ["kubernetes engine", "docker engines and Slurm are implemented"]),
             ("kubernetes", ["cannot rerun on kubernetes yet"]),
             ("b:", ["is not NAME or NAME:CONTEXT"]),
             (":x", ["is not NAME or NAME:CONTEXT"]),
@@ -89,8 +87,8 @@ class TestResolve:
             resolve_targets(["a", "a"], FLEET)
         with pytest.raises(UsageError, match="at least one --on"):
             resolve_targets([], FLEET)
-        with pytest.raises(UsageError, match="h100"):
-            resolve_targets(["a", "h100"], FLEET)
+        with pytest.raises(UsageError, match="nope"):
+            resolve_targets(["a", "nope"], FLEET)
 
 
 class TestDockerTarget:
