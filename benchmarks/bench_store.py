@@ -28,8 +28,8 @@ from bench_workspace import BENCH_DIR, REPO_ROOT, BenchError
 
 sys.path.insert(0, str(REPO_ROOT))  # the working tree's envsnap, whatever is installed
 
-from envsnap import api  # noqa: E402
-from envsnap.manifest import (  # noqa: E402
+from envsnap import api
+from envsnap.manifest import (
     Command,
     Git,
     Host,
@@ -43,7 +43,6 @@ from envsnap.manifest import (  # noqa: E402
     dumps_result,
     seal_text,
 )
-from envsnap.store import INDEX_FILE  # noqa: E402
 
 RESULTS_FILE = BENCH_DIR / "results-store.md"
 DEFAULT_SIZES = (100, 1_000, 10_000)
@@ -194,7 +193,7 @@ def build_diff_store(root: Path, packages: int) -> tuple[str, str]:
 def build_git_peer(root: Path, count: int) -> str:
     """A git repository with one commit per run (git fast-import, each commit on the one
     before); returns the middle commit."""
-    subprocess.run(["git", "init", "--quiet", str(root)], check=True)
+    subprocess.run(["git", "init", "--quiet", "--initial-branch=main", str(root)], check=True)
     stream = []
     for index in range(count):
         message = f"run {index}\n".encode()
@@ -205,9 +204,7 @@ def build_git_peer(root: Path, count: int) -> str:
             + message
             + b"\n"
         )
-    subprocess.run(
-        ["git", "fast-import", "--quiet"], cwd=root, input=b"".join(stream), check=True
-    )
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=root, input=b"".join(stream), check=True)
     out = subprocess.run(
         ["git", "rev-list", "--skip", str(count // 2), "--max-count", "1", "main"],
         cwd=root,
@@ -221,12 +218,14 @@ def build_git_peer(root: Path, count: int) -> str:
 # --- timing --------------------------------------------------------------------------------------
 
 
-def command(argv: Sequence[str], cwd: Path, env: dict[str, str], ok: Sequence[int] = (0,)) -> Callable[[], None]:
+def command(
+    argv: Sequence[str], cwd: Path, env: dict[str, str], ok: Sequence[int] = (0,)
+) -> Callable[[], None]:
     def run() -> None:
         result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
         if result.returncode not in ok:
             tail = (result.stderr or result.stdout).decode(errors="replace").strip()
-            raise BenchError(f"exit {result.returncode}: {tail.splitlines()[-1:] }")
+            raise BenchError(f"exit {result.returncode}: {tail.splitlines()[-1:]}")
 
     return run
 
@@ -299,7 +298,8 @@ def render(
         "",
         head,
         "",
-        "| what | runs or packages | envsnap median s | min s | peer | peer median s | envsnap / peer |",
+        "| what | runs or packages | envsnap median s | min s | peer | peer median s"
+        " | envsnap / peer |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for case, mine, theirs in timed:
