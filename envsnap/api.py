@@ -19,6 +19,7 @@ from envsnap.capturing.capture import CaptureContext, CapturedRun, CaptureReques
 from envsnap.config import Config, load_config
 from envsnap.errors import UsageError
 from envsnap.manifest import Result
+from envsnap.runindex import RunSummary
 from envsnap.store import Store, StoredRun
 
 if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
@@ -158,49 +159,11 @@ class RunListing:
 def scan_runs(*, store: Path | str | None = None) -> RunListing:
     """Every run in the store, oldest first; a damaged run is named, never hides the others."""
     ws = workspace(store)
-    good, damaged = ws.store.scan()
+    good, damaged = ws.store.listing()
     return RunListing(
-        runs=[RunSummary.of(stored) for stored in good],
+        runs=good,
         damaged=[(run_id, str(error)) for run_id, error in damaged],
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunSummary:
-    """One line of ``envsnap list``."""
-
-    run_id: str
-    created: str
-    name: str
-    env_id: str
-    exit_code: int | None
-    rerun_of: str = ""
-
-    @classmethod
-    def of(cls, stored: StoredRun) -> RunSummary:
-        m = stored.manifest
-        return cls(
-            run_id=m.run_id,
-            created=m.created,
-            name=m.name,
-            env_id=m.env_id,
-            exit_code=stored.result.exit_code if stored.result else None,
-            rerun_of=m.rerun_of,
-        )
-
-    @property
-    def exit_text(self) -> str:
-        return "-" if self.exit_code is None else f"exit {self.exit_code}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "created": self.created,
-            "name": self.name,
-            "env_id": self.env_id,
-            "exit_code": self.exit_code,
-            "rerun_of": self.rerun_of,
-        }
 
 
 def open_run(ref: str, *, store: Path | str | None = None) -> StoredRun:

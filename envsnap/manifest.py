@@ -85,8 +85,8 @@ class Model:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        assert isinstance(other, Model)
-        return self._values() == other._values()
+        # The instance dict holds exactly the fields (see __init__): compared in C, in one step.
+        return self.__dict__ == other.__dict__
 
     def __hash__(self) -> int:
         return hash((self.__class__, self._values()))
@@ -495,6 +495,11 @@ def _read_text(path: Path) -> str:
 
 
 def _parse(text: str, origin: str) -> dict[str, Any]:
+    from envsnap import canonicaltoml
+
+    data = canonicaltoml.loads(text)  # what envsnap wrote, read 5x faster than tomllib can
+    if data is not None:
+        return data
     import tomllib
 
     try:
@@ -516,17 +521,26 @@ def to_data(obj: Any, *, keep_defaults: bool = False) -> Any:
         return obj
     if isinstance(obj, Model):
         out: dict[str, Any] = {}
+        values = obj.__dict__
         for name, default, factory in obj._init_fields:
-            value = getattr(obj, name)
+            value = values[name]
             if not keep_defaults and name != "schema" and _is_default(value, default, factory):
                 continue
-            out[name] = to_data(value, keep_defaults=keep_defaults)
+            # Scalars, most values, are taken as they are without another call.
+            out[name] = (
+                value
+                if value.__class__ in _SCALAR_TYPES
+                else to_data(value, keep_defaults=keep_defaults)
+            )
         return out
     if isinstance(obj, Mapping):
         return {str(k): to_data(obj[k], keep_defaults=keep_defaults) for k in sorted(obj)}
     if isinstance(obj, tuple | list):
         return [to_data(v, keep_defaults=keep_defaults) for v in obj]
     return obj
+
+
+_SCALAR_TYPES = frozenset({str, int, float, bool})
 
 
 def _is_default(value: Any, default: Any, factory: Any) -> bool:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from envsnap import runindex
 from envsnap.atomicfile import fsync_dir, write_file, write_files, write_new_file
 from envsnap.errors import (
     EnvsnapError,
@@ -36,6 +37,7 @@ from envsnap.manifest import (
     read_result,
     seal_text,
 )
+from envsnap.runindex import RunSummary
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -61,6 +63,10 @@ RECORD_FILES = (
     "image.toml",
     CODE_ARCHIVE,
 )
+
+# What a listing shows of each run, kept so that a listing reads only new and changed runs
+# (runindex.py); the manifests stay the truth.
+INDEX_FILE = "runs-index.json"
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 _RUN_PREFIX = re.compile(r"^[0-9][0-9a-f-]{0,21}$")
@@ -379,17 +385,95 @@ class Store:
 
     def run_ids(self) -> list[str]:
         """Ids of the complete runs, oldest first."""
+        return [n for n in self._run_names() if self._is_run_dir(n)]
+
+    def _run_names(self, prefix: str = "") -> list[str]:
+        """Sorted names in runs/ that start with ``prefix`` and are shaped as run ids, complete
+        runs or not: the directory's listing alone, no run looked into."""
         try:
             names = os.listdir(self.runs_dir)
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise StoreError(f"the store {self.root} cannot be read ({exc.strerror})") from None
-        return sorted(n for n in names if RUN_ID.match(n) and self._is_run_dir(n))
+        return sorted(n for n in names if n.startswith(prefix) and RUN_ID.match(n))
 
     def _is_run_dir(self, run_id: str) -> bool:
         path = self.runs_dir / run_id
         return not path.is_symlink() and (path / MANIFEST_FILE).is_file()
+
+    def listing(self) -> tuple[list[RunSummary], list[tuple[str, EnvsnapError]]]:
+        """What ``scan`` finds, summarised: every run in creation order, and apart from them
+        each run that cannot be read with the reason. Only runs new or changed since the index
+        was written are read; the index is then brought up to date."""
+        try:
+            fd = os.open(self.runs_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return [], []
+        except OSError as exc:
+            raise StoreError(f"the store {self.root} cannot be read ({exc.strerror})") from None
+        try:
+            began = self._filesystem_now()  # before any run is looked at: runindex.settled
+            index_path = self.root / INDEX_FILE
+            index = runindex.read_index(index_path)
+            rows: dict[str, runindex.Row] = {}
+            read: list[str] = []  # runs read now, their rows not the index's
+            damaged: dict[str, EnvsnapError] = {}
+            for entry in os.scandir(fd):
+                run_id = entry.name
+                if not RUN_ID.match(run_id) or entry.is_symlink():
+                    continue
+                manifest = runindex.file_state(f"{run_id}/{MANIFEST_FILE}", fd)
+                if manifest is None:
+                    continue  # no manifest file: not a run
+                result = runindex.file_state(f"{run_id}/{RESULT_FILE}", fd)
+                row = index.get(run_id)
+                if row is None or row[6] != manifest or row[7] != result:
+                    try:
+                        summary = RunSummary.of(self.load(run_id))
+                    except EnvsnapError as exc:
+                        damaged[run_id] = exc
+                        continue
+                    row = runindex.row_of(summary, manifest, result)
+                    read.append(run_id)
+                rows[run_id] = row
+        finally:
+            os.close(fd)
+        if began is not None:
+            # The index's rows are settled; rows read now are written once settled too.
+            fresh = [i for i in read if runindex.settled(rows[i], began)]
+            if fresh or len(rows) - len(read) != len(index):
+                kept = {i: r for i, r in rows.items() if runindex.settled(r, began)}
+                with contextlib.suppress(OSError):  # a read-only store lists all the same
+                    write_file(index_path, runindex.render_index(kept))
+        # Ordered as latest_runs orders them: runs of one second by creation time, damaged last.
+        per_second = Counter(i[:15] for i in (*rows, *damaged))
+        order = sorted(
+            (*rows, *damaged),
+            key=lambda i: (
+                i[:15],
+                rows[i][1] if per_second[i[:15]] > 1 and i in rows else "",
+                i,
+            ),
+        )
+        summaries = [RunSummary.of_row(rows[i]) for i in order if i in rows]
+        return summaries, [(i, damaged[i]) for i in order if i in damaged]
+
+    def _filesystem_now(self) -> int | None:
+        """The store's file system's present time (ns), read from a file made for it; None
+        when the store cannot be written to (no index is written then)."""
+        probe = self._tmp_dir / f".clock.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            self._tmp_dir.mkdir(exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError:
+            return None
+        try:
+            return os.fstat(fd).st_mtime_ns
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                probe.unlink()
 
     def resolve(self, ref: str) -> str:
         """Turn a full id, a unique prefix or ``latest`` into a run id."""
@@ -405,7 +489,7 @@ class Store:
                 f"{ref!r} is not a run id, a prefix of one, 'latest' or a manifest path",
                 hint="see 'envsnap list' for the runs in this store",
             )
-        matches = [run_id for run_id in self.run_ids() if run_id.startswith(ref)]
+        matches = [n for n in self._run_names(ref) if self._is_run_dir(n)]
         if not matches:
             raise RunNotFoundError(
                 f"no run matches {ref!r} in {self.root}",
@@ -422,9 +506,13 @@ class Store:
     def latest_runs(self, *, only_last_second: bool = False) -> list[str]:
         """Run ids in order of creation. Ids order runs to the second; runs within one second are
         ordered by their manifests' timestamps, read only for such ties."""
-        ids = self.run_ids()
-        if only_last_second and ids:
-            ids = [i for i in ids if i[:15] == ids[-1][:15]]
+        if only_last_second:  # the newest run found first, so a large store is not walked
+            names = self._run_names()
+            last = next((n for n in reversed(names) if self._is_run_dir(n)), None)
+            second = "" if last is None else last[:15]
+            ids = [n for n in names if n[:15] == second and self._is_run_dir(n)]
+        else:
+            ids = self.run_ids()
         per_second = Counter(i[:15] for i in ids)
         tied = {i for i in ids if per_second[i[:15]] > 1}
         created = {i: self._created(i) for i in tied}

@@ -6,6 +6,7 @@ and a severity by the first matching rule below, then by the user's overrides.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import re
@@ -25,7 +26,7 @@ from envsnap.drift.rules import (
     severity_rank,
 )
 from envsnap.errors import UsageError
-from envsnap.manifest import Manifest, Result, to_data
+from envsnap.manifest import CondaPackage, Manifest, Package, Result, to_data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,8 +178,9 @@ def compare(
 
     Raises UsageError for an ``ignore`` entry that names no category and matches no field.
     """
-    a, b = flatten_manifest(old), flatten_manifest(new)
-    check_ignore(ignore, a, b)
+    if ignore:
+        check_ignore(ignore, flatten_manifest(old), flatten_manifest(new))
+    a, b = (flatten_manifest(m) for m in _without_shared_packages(old, new))
     rerun_pair = is_rerun_pair(old, new)
     # A category's name ("python", "host") ignores that category only, not every field under the
     # section of the same name: python.packages.* belong to "packages", host.kernel to "os".
@@ -227,6 +229,37 @@ def compare(
         results_compared=True,
         notes=notes,
     )
+
+
+def _without_shared_packages(old: Manifest, new: Manifest) -> tuple[Manifest, Manifest]:
+    """Both manifests without the packages they record alike: most of two environments'
+    manifests, and no difference can come of them. Flattened, a package's fields take a path
+    of their own each; a thousand of them made most of the comparison's time."""
+
+    def shared(
+        a: Sequence[Package | CondaPackage], b: Sequence[Package | CondaPackage]
+    ) -> set[str]:
+        # The last package of a name is the one flattening keeps.
+        last_b = {p.name: p for p in b}
+        return {name for name, p in {p.name: p for p in a}.items() if last_b.get(name) == p}
+
+    python = shared(old.python.packages, new.python.packages)
+    conda = shared(old.conda.packages, new.conda.packages)
+    if not python and not conda:
+        return old, new
+
+    def without(m: Manifest) -> Manifest:
+        return dataclasses.replace(
+            m,
+            python=dataclasses.replace(
+                m.python, packages=tuple(p for p in m.python.packages if p.name not in python)
+            ),
+            conda=dataclasses.replace(
+                m.conda, packages=tuple(p for p in m.conda.packages if p.name not in conda)
+            ),
+        )
+
+    return without(old), without(new)
 
 
 def _stale_notes(run_id: str, result: Result | None) -> tuple[str, ...]:
