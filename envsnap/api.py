@@ -499,12 +499,11 @@ def matrix(
     on_build_line: Callable[[str], None] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> Matrix:
-    """Rerun a recorded run on every target ``on`` names, one after another, and put what each
+    """Rerun a recorded run on every target ``on`` names, all at once, and put what each
     drifted in one matrix. Every target is resolved before the first rerun starts; a target
     whose rerun fails becomes a column with its error, and the others still run."""
     from envsnap.drift.matrix import TargetResult, build_matrix
-    from envsnap.errors import EnvsnapError, InterruptError
-    from envsnap.rerunning.targets import resolve_targets
+    from envsnap.rerunning.targets import rerun_everywhere, resolve_targets
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
@@ -527,24 +526,13 @@ def matrix(
         on_build_line=on_build_line,
         echo=echo,
     )
-    results = []
-    for target in targets:
-        if on_target is not None:
-            on_target(target.label)
-        try:
-            outcome = target.rerun(request)
-        except EnvsnapError as exc:
-            if isinstance(exc, InterruptError):
-                raise
-            results.append(TargetResult(name=target.label, error=str(exc)))
-            continue
-        if outcome.interrupted:  # Ctrl-C stops the matrix, not only the target's rerun
-            raise InterruptError(
-                f"the matrix was interrupted during the rerun on {target.label} (run "
-                f"{outcome.rerun} recorded it); the targets after it did not run"
-            )
-        results.append(_target_result(ws, target.label, outcome))
-    return build_matrix(stored.manifest, stored.result, results, fail_on=fail_on)
+    results = [
+        _target_result(ws, run.label, run.outcome)
+        if run.outcome is not None
+        else TargetResult(name=run.label, error=run.error)
+        for run in rerun_everywhere(targets, request, on_target=on_target)
+    ]
+    return build_matrix(stored.manifest, stored.result, results, fail_on=fail_on, sequential=False)
 
 
 def rerun_matrix(

@@ -630,6 +630,7 @@ def _write_page(path: Path, page: str) -> None:
     multiple=True,
     required=True,
     metavar="NAME[:CONTEXT]",
+    shell_complete=complete_target,
     help="A target to rerun on (repeatable; see rerun --on).",
 )
 @rerun_options
@@ -664,7 +665,7 @@ def matrix(
     store_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Rerun a run on every --on target, one after another, and report one drift matrix.
+    """Rerun a run on every --on target at once and report one drift matrix.
 
     Exit 1 when any target drifted at or above --fail-on, 2 when a target could not rerun.
     """

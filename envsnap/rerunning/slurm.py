@@ -305,8 +305,14 @@ class SlurmTarget:
 
     def rerun(self, request: RerunRequest) -> RerunOutcome:
         """Submit, wait for the job to end (its output streamed), and collect it."""
-        submitted = self.submit(request)
+        with request.prepare_lock:
+            if request.cancel is not None and request.cancel.cancelled.is_set():
+                raise InterruptError(f"the rerun on {self.label} was cancelled before it started")
+            submitted = self.submit(request)
         slurm = Slurm(request.env, self.runner)
+        cancel = request.cancel
+        if cancel is not None:
+            cancel.register(lambda: slurm.cancel(submitted.job_id))
         return wait_for_job(
             submitted,
             request.store,
@@ -315,6 +321,7 @@ class SlurmTarget:
             poll_s=self.poll_s,
             on_output=request.on_output,
             on_state=request.on_output,
+            cancelled=cancel.cancelled.is_set if cancel is not None else None,
         )
 
     def submit(self, request: RerunRequest) -> SubmittedJob:
@@ -505,9 +512,11 @@ def wait_for_job(
     on_output: Callable[[str], None] | None = None,
     on_state: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    cancelled: Callable[[], bool] | None = None,
 ) -> RerunOutcome:
-    """Wait for a submitted job to end, streaming its output, then collect it. Ctrl-C cancels
-    the job and collects what it recorded as interrupted."""
+    """Wait for a submitted job to end, streaming its output, then collect it. Ctrl-C (or
+    ``cancelled``, a matrix's Ctrl-C, whose canceller scancels the job from the main thread)
+    cancels the job and collects what it recorded as interrupted."""
     output = _OutputFollower(submitted.directory / OUTPUT_FILE)
     said = ""
     interrupted = False
@@ -531,6 +540,7 @@ def wait_for_job(
                 break
             sleep(poll_s)
     output.pump(on_output)
+    interrupted = interrupted or (cancelled is not None and cancelled())
     collected = collect_job(
         submitted.directory, store, slurm, config=config, interrupted=interrupted, sleep=sleep
     )
