@@ -347,20 +347,24 @@ def collect(
     ws = workspace(store)
     slurm = Slurm(ws.env)
     found: list[Collected] = []
+    said: set[tuple[str, str, str]] = set()  # a job kept after an error is said once
     while True:
-        batch = collect_jobs(
-            ws.store,
-            slurm,
-            config=ws.config,
-            on_job=None if wait else on_job,
-        )
-        ended = [c for c in batch if c.state != "running"]
-        found.extend(ended)
-        if wait and on_job is not None:
-            for item in ended:
+        running: list[Collected] = []
+        for item in collect_jobs(ws.store, slurm, config=ws.config):
+            if item.state == "running":
+                running.append(item)
+                continue
+            key = (item.job_id, item.original, item.detail)
+            if item.state == "error" and key in said:
+                continue
+            said.add(key)
+            found.append(item)
+            if on_job is not None:
                 on_job(item)
-        running = [c for c in batch if c.state == "running"]
         if not wait or not running:
+            if on_job is not None:
+                for item in running:
+                    on_job(item)
             return found + running
         time.sleep(poll_s)
 

@@ -559,7 +559,8 @@ def collect(wait: bool, fail_on: str, store_dir: Path | None, as_json: bool) -> 
 
     Each ended job's new run joins the store and its report is printed; jobs still queued or
     running are listed and left. Exit 1 when a collected rerun did not reproduce (or recorded no
-    run), 0 otherwise.
+    run), 2 when a job could not be collected (it is kept, and the others are collected), 0
+    otherwise.
     """
     import json
 
@@ -591,6 +592,8 @@ def collect(wait: bool, fail_on: str, store_dir: Path | None, as_json: bool) -> 
             )
         elif item.state == "running":
             click.echo(f"{where}: still {item.detail}")
+        elif item.state == "error":
+            click.echo(f"envsnap: error: {where}: {item.detail}", err=True)
         else:
             click.echo(f"{where}: failed: {item.detail}")
 
@@ -605,7 +608,8 @@ def collect(wait: bool, fail_on: str, store_dir: Path | None, as_json: bool) -> 
         for c in found
         if c.state == "failed" or (c.outcome is not None and c.outcome.failed(fail_on))  # type: ignore[arg-type]
     ]
-    raise SystemExit(EXIT_DRIFT if failed else EXIT_OK)
+    errored = any(c.state == "error" for c in found)
+    raise SystemExit(EXIT_ERROR if errored else EXIT_DRIFT if failed else EXIT_OK)
 
 
 def _write_page(path: Path, page: str) -> None:

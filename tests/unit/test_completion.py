@@ -9,10 +9,38 @@ import click
 import pytest
 
 from envsnap.cli import cli
-from envsnap.completion import run_candidates
+from envsnap.completion import run_candidates, target_candidates
 from envsnap.store import Store
 from envsnap.version import checkout_commit, version_text
 from tests.conftest import sample_manifest
+
+
+class TestTargetCompletion:
+    def test_built_in_targets_and_the_projects_tables(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--on completes to docker, slurm and every [tool.envsnap.targets] table, with its
+        engine as help; a prefix narrows them."""
+        (tmp_path / "pyproject.toml").write_text(
+            '[tool.envsnap.targets.h100]\nengine = "slurm"\npartition = "gpu"\n'
+            '[tool.envsnap.targets.hostb]\nengine = "docker"\n'
+        )
+        monkeypatch.chdir(tmp_path)
+        assert target_candidates("") == [
+            ("docker", "the local docker engine"),
+            ("h100", "slurm target"),
+            ("hostb", "docker target"),
+            ("slurm", "this host's Slurm cluster"),
+        ]
+        assert [name for name, _ in target_candidates("h")] == ["h100", "hostb"]
+
+    def test_a_broken_configuration_completes_the_built_in_ones(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A table with an unknown engine: no error in the prompt, the built-in targets."""
+        (tmp_path / "pyproject.toml").write_text('[tool.envsnap.targets.x]\nengine = "lsf"\n')
+        monkeypatch.chdir(tmp_path)
+        assert [name for name, _ in target_candidates("")] == ["docker", "slurm"]
 
 
 class TestRunCompletion:
