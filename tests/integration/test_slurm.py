@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import envsnap_command, example_project
+from tests.integration.conftest import default_sigint, envsnap_command, example_project
 from tests.integration.docker_env import (
     REGISTRY,
     capture_in_container,
@@ -150,4 +151,43 @@ class TestRerunOnSlurm:
         result = Path(rerun["directory"], "result.toml").read_text()
         assert f"Slurm job {job_id} was cancelled (CANCELLED" in result
         assert "interrupted = true" in result
+        assert _jobs(cluster.project) == []
+
+    def test_ctrl_c_while_waiting_cancels_the_job_and_reports(self, cluster: Cluster) -> None:
+        """Ctrl-C while rerun --on s waits on a running job: the job is cancelled (scancel), the
+        rerun is stored with an interrupted result, the report is printed, exit 2; no job and
+        no container is left."""
+        process = subprocess.Popen(
+            [*envsnap_command(), "rerun", cluster.slow_id, "--on", "s"],
+            cwd=cluster.project,
+            env={**os.environ, "ENVSNAP_DOCKER": docker_cli()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=default_sigint,
+        )
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:  # the job's output streams to stderr
+            seen.append(line)
+            if "slow started" in line:
+                break
+        assert any("slow started" in line for line in seen), "".join(seen)
+        job_id = next(line.split()[3] for line in seen if line.startswith("envsnap: Slurm job "))
+        process.send_signal(signal.SIGINT)
+        out, rest = process.communicate(timeout=180)
+        err = "".join(seen) + rest
+        assert process.returncode == 2, out + err
+        assert "interrupted" in err and "Traceback" not in err
+        assert f"of {cluster.slow_id}: interrupted (Ctrl-C)" in out
+        state = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job_id],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "JobState=CANCELLED" in state.stdout, state.stdout + state.stderr
+        containers = subprocess.run(
+            [docker_cli(), "ps", "-aq", "--filter", f"name=envsnap-rerun-{cluster.slow_id}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert containers.stdout.strip() == ""
         assert _jobs(cluster.project) == []
