@@ -13,7 +13,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -448,7 +448,9 @@ class TestManyPackages:
         """A bug's exception in a worker reaches the user as a LockError, its cause kept."""
 
         class Broken(SimpleIndexClient):
-            def fetch(self, index_url: str, project: str) -> tuple[IndexFile, ...] | None:
+            def fetch(
+                self, index_url: str, project: str, versions: Sequence[str] = ()
+            ) -> tuple[IndexFile, ...] | None:
                 raise RecursionError("maximum recursion depth exceeded")
 
         index = "https://pypi.example.test/simple"
