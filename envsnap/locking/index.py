@@ -600,6 +600,7 @@ def _parse_page(
 # page's text, and only the objects around them are parsed. Where that reading cannot vouch for
 # its answer (escapes in file names, no file of the versions asked, anything unexpected), the
 # page is parsed whole, as before, and every fault still reads as one sentence.
+_JSON_OPEN = re.compile(r"\s*\{")
 _JSON_FILES = re.compile(r'"files"\s*:\s*\[')
 _JSON_META = re.compile(r'"meta"\s*:\s*(?=\{)')
 _JSON_ESCAPED_NAME = re.compile(r'"filename"\s*:\s*"[^"]*\\')
@@ -644,7 +645,7 @@ def _json_files_of_versions(
     # name is exactly the text between its quotes.
     if "\\" in text and ("\\u" in text or _JSON_ESCAPED_NAME.search(text)):
         return None
-    if not text.lstrip().startswith("{") or _JSON_FILES.search(text) is None:
+    if _JSON_OPEN.match(text) is None or _JSON_FILES.search(text) is None:
         return None
     files: list[IndexFile] = []
     for match in _names_of_versions(project, tuple(key for _, key in wanted)).finditer(text):
@@ -676,18 +677,18 @@ def _json_files_of_versions(
 def _json_object_around(text: str, position: int) -> dict[str, Any] | None:
     """The JSON object, an element of a list, that holds the key at ``position``."""
     start = position
-    for _attempt in range(16):  # an object before the key (core-metadata's) is stepped over
+    for _attempt in range(16):  # objects nested before the key (core-metadata's) are passed
         start = text.rfind("{", 0, start)
         if start < 0:
             return None
+        if text[max(0, start - 256) : start].rstrip()[-1:] not in ("[", ","):
+            continue  # a value inside an object, not a list's element
         try:
             item, end = _JSON_DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
             continue
-        if end <= position:
-            continue
-        before = text[max(0, start - 256) : start].rstrip()[-1:]
-        return item if isinstance(item, dict) and before in ("[", ",") else None
+        if end > position:
+            return item if isinstance(item, dict) else None
     return None
 
 
