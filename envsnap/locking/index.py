@@ -597,18 +597,20 @@ def _parse_page(
 # A JSON page lists every file of every release (PyPI's pages for a typical ML stack come to
 # 60 MB), while a lock needs the files of one version: parsing a page whole took longer than
 # fetching it. So the names of the files of the versions asked are found by a pattern over the
-# page's text, and only the objects around them are parsed. Where that reading cannot vouch for
-# its answer (escapes in file names, no file of the versions asked, anything unexpected), the
-# page is parsed whole, as before, and every fault still reads as one sentence.
-_JSON_OPEN = re.compile(r"\s*\{")
-_JSON_FILES = re.compile(r'"files"\s*:\s*\[')
-_JSON_META = re.compile(r'"meta"\s*:\s*(?=\{)')
-_JSON_ESCAPED_NAME = re.compile(r'"filename"\s*:\s*"[^"]*\\')
+# page's bytes (not even decoded: that alone cost a third of the time), and only the objects
+# around them are parsed. Where that reading cannot vouch for its answer (escapes in file
+# names, no file of the versions asked, anything unexpected), the page is parsed whole, as
+# before, and every fault still reads as one sentence.
+_JSON_OPEN = re.compile(rb"\s*\{")
+_JSON_FILES = re.compile(rb'"files"\s*:\s*\[')
+_JSON_META = re.compile(rb'"meta"\s*:\s*(?=\{)')
+_JSON_ESCAPED_NAME = re.compile(rb'"filename"\s*:\s*"[^"]*\\')
 _JSON_DECODER = json.JSONDecoder()
+_JSON_OBJECT_BYTES = (4096, 1024 * 1024)  # a file's object is under 1 KiB on PyPI
 
 
 @functools.lru_cache(maxsize=1024)
-def _names_of_versions(project: str, keys: tuple[VersionKey, ...]) -> re.Pattern[str]:
+def _names_of_versions(project: str, keys: tuple[VersionKey, ...]) -> re.Pattern[bytes]:
     """A pattern for the names of ``project``'s files (any spelling of the name that normalises
     to it) whose version starts with the release of one of ``keys``, in any spelling PEP 440
     calls equal (a 'v', an epoch, leading zeros, trailing '.0's). It matches more than it
@@ -618,10 +620,11 @@ def _names_of_versions(project: str, keys: tuple[VersionKey, ...]) -> re.Pattern
     releases = "|".join(
         r"\.".join(f"0*{number}" for number in cast("tuple[int, ...]", key[1])) for key in keys
     )
-    return re.compile(
+    pattern = (
         rf'"filename"\s*:\s*"((?i:{name})-[vV]?(?:[0-9]+!)?(?:{releases})(?:\.0+)*'
         r'(?!\.?[0-9])[^"\\]*)"'
     )
+    return re.compile(pattern.encode("ascii"))
 
 
 def _json_files_of_versions(
@@ -629,7 +632,7 @@ def _json_files_of_versions(
 ) -> tuple[IndexFile, ...] | None:
     """The files of ``versions`` on a PEP 691 page, in the page's order, read without parsing
     the whole page; None where the page must be parsed whole to answer."""
-    if project != normalize_name(project):
+    if not project.isascii() or project != normalize_name(project):
         return None
     wanted: list[tuple[str, VersionKey]] = []
     for version in versions:
@@ -637,25 +640,24 @@ def _json_files_of_versions(
         if key is None:
             return None
         wanted.append((version, key))
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
     # Without an escape in any file name (and no \u escape that could spell a key), a file's
-    # name is exactly the text between its quotes.
-    if "\\" in text and ("\\u" in text or _JSON_ESCAPED_NAME.search(text)):
+    # name is exactly the bytes between its quotes.
+    if b"\\" in body and (b"\\u" in body or _JSON_ESCAPED_NAME.search(body)):
         return None
-    if _JSON_OPEN.match(text) is None or _JSON_FILES.search(text) is None:
+    if _JSON_OPEN.match(body) is None or _JSON_FILES.search(body) is None:
         return None
     files: list[IndexFile] = []
-    for match in _names_of_versions(project, tuple(key for _, key in wanted)).finditer(text):
-        name = match[1]
+    for match in _names_of_versions(project, tuple(key for _, key in wanted)).finditer(body):
+        try:
+            name = match[1].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
         found = file_version(name, project)
         if found is None or not any(
             found == version or version_key(found) == key for version, key in wanted
         ):
             continue
-        item = _json_object_around(text, match.start())
+        item = _json_object_around(body, match.start())
         if item is None or item.get("filename") != name:
             return None
         hashes = item.get("hashes") or {}
@@ -669,41 +671,56 @@ def _json_files_of_versions(
                 yanked=bool(item.get("yanked", False)),
             )
         )
-    if not files or not _json_api_version_1(text):
+    if not files or not _json_api_version_1(body):
         return None
     return tuple(files)
 
 
-def _json_object_around(text: str, position: int) -> dict[str, Any] | None:
+def _json_object_around(body: bytes, position: int) -> dict[str, Any] | None:
     """The JSON object, an element of a list, that holds the key at ``position``."""
     start = position
     for _attempt in range(16):  # objects nested before the key (core-metadata's) are passed
-        start = text.rfind("{", 0, start)
+        start = body.rfind(b"{", 0, start)
         if start < 0:
             return None
-        if text[max(0, start - 256) : start].rstrip()[-1:] not in ("[", ","):
+        if body[max(0, start - 256) : start].rstrip()[-1:] not in (b"[", b","):
             continue  # a value inside an object, not a list's element
-        try:
-            item, end = _JSON_DECODER.raw_decode(text, start)
-        except (ValueError, RecursionError):
+        for size in _JSON_OBJECT_BYTES:
+            found = _json_value_at(body, start, size)
+            if found is not None:
+                break
+        else:
             continue
-        if end > position:
+        item, end = found
+        if start + end > position:
             return item if isinstance(item, dict) else None
     return None
 
 
-def _json_api_version_1(text: str) -> bool:
+def _json_value_at(body: bytes, start: int, size: int) -> tuple[Any, int] | None:
+    """The JSON value starting at ``start`` and the bytes it spans, read from at most ``size``
+    bytes; None where it is longer, malformed or not valid UTF-8."""
+    text = body[start : start + size].decode("utf-8", errors="replace")  # may cut a character
+    try:
+        value, end = _JSON_DECODER.raw_decode(text)
+    except (ValueError, RecursionError):
+        return None
+    spanned = text[:end]
+    if "\ufffd" in spanned:
+        return None  # not valid UTF-8 (or a replacement character): the whole page decides
+    return value, len(spanned.encode("utf-8"))
+
+
+def _json_api_version_1(body: bytes) -> bool:
     """Whether the page's ``meta`` (PyPI writes it after the files) declares API 1.x."""
-    at = text.rfind('"meta"')
+    at = body.rfind(b'"meta"')
     if at < 0:
         return True  # no meta: version 1.0
-    match = _JSON_META.match(text, at)
+    match = _JSON_META.match(body, at)
     if match is None:
         return False
-    try:
-        meta, _end = _JSON_DECODER.raw_decode(text, match.end())
-    except (ValueError, RecursionError):
-        return False
+    found = _json_value_at(body, match.end(), _JSON_OBJECT_BYTES[-1])
+    meta = found[0] if found is not None else None
     version = meta.get("api-version", "1.0") if isinstance(meta, dict) else None
     return isinstance(version, str) and version.split(".", 1)[0] == "1"
 
