@@ -1,10 +1,12 @@
-"""Times envsnap's hash lock of the benchmark venv against `uv pip compile --generate-hashes` and
-`pip-compile --generate-hashes` of the same pins, cold and warm, and checks that the hashes agree.
+"""Times envsnap's hash lock against `uv pip compile --no-deps --generate-hashes` of the same pins,
+cold and warm, at three sizes (10 packages, the benchmark venv's, 400), with `pip-compile` and a
+resolving uv for reference, and checks that the hashes agree.
 
 Usage: python benchmarks/bench_lock.py [--repeat 5] [--no-install] [--no-write]
                                        [--pip-compile-timeout 120]
 First runs setup_env.sh like bench_capture.py (builds benchmarks/.work/venv if missing, reinstalls
 envsnap from the working tree); pip-tools goes into its own venv, benchmarks/.work/piptools.
+The 400-package set is the venv's packages plus pins from lock-pins.txt.
 """
 
 from __future__ import annotations
@@ -33,12 +35,17 @@ from bench_workspace import (
 )
 
 RESULTS_FILE = BENCH_DIR / "results-lock.md"
+EXTRA_PINS = BENCH_DIR / "lock-pins.txt"
 PIPTOOLS_VENV = BENCH_DIR / ".work" / "piptools"
 PYPI = "https://pypi.org/simple"
-TARGET_SECONDS = 2.0
+TARGET_RATIO = 1.0  # issue 14: envsnap lock at most 1.0 x uv pip compile --no-deps, cold and warm
 SUBSET_SIZE = 10
+LARGE_SIZE = 400
+ENVSNAP = "envsnap lock (SimpleIndexClient)"
+UV = "uv pip compile --no-deps"
 
-# Runs in the benchmark venv: lock the manifest with the real client, report what it did.
+# Runs in the benchmark venv: lock the manifest (or, given a pins file, the manifest with those
+# packages instead) with the real client, report what it did.
 # torch 2.13.0+cpu came from the host's local file:// index, which is no lock source and
 # PyTorch's CPU index is not reachable here; PyPI serves the same release as 2.13.0, so the
 # timed set asks PyPI for that (the table says so).
@@ -47,17 +54,18 @@ import dataclasses, json, sys, time
 from pathlib import Path
 from envsnap.locking.index import SimpleIndexClient
 from envsnap.locking.plan import lock_packages
-from envsnap.manifest import read_manifest
+from envsnap.manifest import Package, read_manifest
 
-manifest_path, cache_dir, out_path, only = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+manifest_path, cache_dir, out_path, pins = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 manifest = read_manifest(Path(manifest_path))
-keep = set(only.split(",")) if only else None
 packages = []
 for p in manifest.python.packages:
     if p.index_url.startswith("file:") and "+" in p.version:
         p = dataclasses.replace(p, version=p.version.split("+")[0], index_url="")
-    if keep is None or p.name in keep:
-        packages.append(p)
+    packages.append(p)
+if pins:
+    lines = Path(pins).read_text().split()
+    packages = [Package(name=n, version=v) for n, _, v in (x.partition("==") for x in lines)]
 manifest = dataclasses.replace(
     manifest, python=dataclasses.replace(manifest.python, packages=tuple(packages))
 )
@@ -107,7 +115,7 @@ def parse_hashes(text: str) -> dict[str, set[str]]:
     return out
 
 
-def timed(argv: Sequence[str], env: dict[str, str], cwd: Path, timeout: float) -> float:
+def timed(argv: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> float:
     start = time.perf_counter()
     done = subprocess.run(
         argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
@@ -135,11 +143,16 @@ def capture_manifest(venv: Path, scratch: Path, env: dict[str, str]) -> Path:
 
 
 def run_envsnap(
-    venv: Path, manifest: Path, cache: Path, scratch: Path, env: dict[str, str], only: str = ""
+    venv: Path,
+    manifest: Path,
+    cache: Path,
+    scratch: Path,
+    env: dict[str, str],
+    pins: Path | None = None,
 ) -> tuple[float, dict[str, object]]:
     out = scratch / "envsnap-out.json"
-    argv = [str(venv / "bin" / "python"), "-c", DRIVER, str(manifest), str(cache), str(out), only]
-    wall = timed(argv, env, scratch, 120)
+    argv = [str(venv / "bin" / "python"), "-c", DRIVER, str(manifest), str(cache), str(out)]
+    wall = timed([*argv, str(pins or "")], env, scratch, 300)
     return wall, json.loads(out.read_text())
 
 
@@ -165,7 +178,7 @@ def piptools_env(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def uv_argv(venv: Path, req: Path, out: Path, cache: Path, *, resolve: bool) -> list[str]:
+def uv_argv(venv: Path, req: Path, out: Path, cache: Path, *, resolve: bool = False) -> list[str]:
     argv = [
         *(str(venv / "bin" / "uv"), "pip", "compile", str(req), "--generate-hashes", "--quiet"),
         *("--index-url", PYPI, "--cache-dir", str(cache), "--output-file", str(out)),
@@ -174,24 +187,49 @@ def uv_argv(venv: Path, req: Path, out: Path, cache: Path, *, resolve: bool) -> 
     return argv if resolve else [*argv, "--no-deps"]
 
 
+@dataclass(kw_only=True)
+class PinSet:
+    """One set of pins, locked by envsnap (from the manifest, or a pins file) and by uv."""
+
+    pins: list[str]
+    requirements: Path  # uv's input; also envsnap's pins file unless from_manifest
+    from_manifest: bool = False
+
+
+def pin_sets(scratch: Path, venv_pins: list[str]) -> list[PinSet]:
+    """10 packages, the venv's, and 400: each the one before plus more, so they grow alike."""
+    small = [p for p in venv_pins if not p.startswith("torch==")][:SUBSET_SIZE]
+    names = {p.split("==")[0] for p in venv_pins}
+    extra = [
+        line
+        for line in EXTRA_PINS.read_text().splitlines()
+        if line and not line.startswith("#") and line.split("==")[0] not in names
+    ]
+    large = venv_pins + extra[: LARGE_SIZE - len(venv_pins)]
+    if len(large) != LARGE_SIZE:
+        raise BenchError(f"{EXTRA_PINS.name} has too few pins for {LARGE_SIZE} packages")
+    sets = []
+    for label, pins in (("small", small), ("venv", venv_pins), ("large", large)):
+        path = scratch / f"{label}.in"
+        path.write_text("\n".join(pins) + "\n")
+        sets.append(PinSet(pins=pins, requirements=path, from_manifest=label == "venv"))
+    return sets
+
+
 def measure(args: argparse.Namespace, venv: Path, scratch: Path) -> tuple[list[Row], list[str]]:
     env = peer_environment(venv, scratch)
     manifest = capture_manifest(venv, scratch, env)
     notes: list[str] = []
-    rows: list[Row] = []
     repeat = args.repeat
 
-    # envsnap, cold then warm; the untimed first cold run fills the intercepting proxy's cache
-    # for every tool alike.
+    # The untimed first run fills the intercepting proxy's cache for every tool alike.
     first_wall, first = run_envsnap(venv, manifest, scratch / "cache-warmup", scratch, env)
     locked = parse_hashes(str(first["requirements"]))
-    pins = sorted(
+    venv_pins = sorted(
         line.split(" ", 1)[0]
         for line in str(first["requirements"]).splitlines()
         if "==" in line and not line.startswith("#")
     )
-    req = scratch / "requirements.in"
-    req.write_text("\n".join(pins) + "\n")
     notes.append(
         f"The untimed first envsnap run, the first to ask through this network's caching proxy"
         f" for these projects in this session, took {first_wall:.2f} s."
@@ -201,52 +239,80 @@ def measure(args: argparse.Namespace, venv: Path, scratch: Path) -> tuple[list[R
         f" with hashes; unlockable: {first['unlockable'] or 'none'};"
         f" covered elsewhere: {first['covered'] or 'none'}."
     )
-    cold = Row(tool="envsnap lock (SimpleIndexClient)", packages=len(pins), cache="cold")
-    warm = Row(tool="envsnap lock (SimpleIndexClient)", packages=len(pins), cache="warm")
-    warm_cache = scratch / "cache-warm"
-    run_envsnap(venv, manifest, warm_cache, scratch, env)
-    for i in range(repeat):
-        wall, data = run_envsnap(venv, manifest, scratch / f"cache-cold-{i}", scratch, env)
-        cold.seconds.append(wall)
-        cold.inner.append(float(str(data["seconds"])))
-        wall, data = run_envsnap(venv, manifest, warm_cache, scratch, env)
-        warm.seconds.append(wall)
-        warm.inner.append(float(str(data["seconds"])))
-        if data["fetches"] != 0:
-            notes.append(f"warm envsnap run {i} made {data['fetches']} requests")
-    rows += [cold, warm]
-
-    # uv, same pins, --no-deps (the same task: hash a fixed set) and resolving.
+    sets = pin_sets(scratch, venv_pins)
     uv_out = scratch / "uv-out.txt"
-    uv_rows = {
-        ("cold", False): Row(tool="uv pip compile --no-deps", packages=len(pins), cache="cold"),
-        ("warm", False): Row(tool="uv pip compile --no-deps", packages=len(pins), cache="warm"),
-        ("cold", True): Row(tool="uv pip compile (resolving)", packages=len(pins), cache="cold"),
-    }
-    uv_warm_cache = scratch / "uv-cache-warm"
-    try:
-        timed(uv_argv(venv, req, uv_out, uv_warm_cache, resolve=False), env, scratch, 300)
-        uv_hashes = parse_hashes(uv_out.read_text())
-        timed(uv_argv(venv, req, uv_out, scratch / "uv-w", resolve=True), env, scratch, 300)
-        for i in range(repeat):
-            for (kind, resolve), row in uv_rows.items():
-                cache = uv_warm_cache if kind == "warm" else scratch / f"uv-cold-{resolve}-{i}"
-                argv = uv_argv(venv, req, uv_out, cache, resolve=resolve)
-                row.seconds.append(timed(argv, env, scratch, 300))
-        same = {k: v for k, v in locked.items() if uv_hashes.get(k) == v}
-        differ = sorted(set(locked) ^ set(uv_hashes) | {k for k in locked if k not in same})
-        notes.append(
-            f"uv's hashes equal envsnap's for {len(same)} of {len(locked)} packages"
-            + (f"; differing: {', '.join(differ)}" if differ else ".")
-        )
-    except BenchError as exc:
-        for row in uv_rows.values():
-            row.failure = str(exc)
-    rows += list(uv_rows.values())
+    rows: list[Row] = []
+    for n, pin_set in enumerate(sets):
+        size = len(pin_set.pins)
+        pins = None if pin_set.from_manifest else pin_set.requirements
+        envsnap_rows = {
+            kind: Row(tool=ENVSNAP, packages=size, cache=kind) for kind in ("cold", "warm")
+        }
+        uv_rows = {kind: Row(tool=UV, packages=size, cache=kind) for kind in ("cold", "warm")}
+        # Warm-ups: one cold run each (also fills the proxy), then the caches the warm runs use.
+        run_envsnap(venv, manifest, scratch / f"e-up-{n}", scratch, env, pins)
+        run_envsnap(venv, manifest, scratch / f"e-warm-{n}", scratch, env, pins)
+        uv_ok = True
+        try:
+            timed(uv_argv(venv, pin_set.requirements, uv_out, scratch / f"u-up-{n}"), env, scratch)
+            timed(
+                uv_argv(venv, pin_set.requirements, uv_out, scratch / f"u-warm-{n}"), env, scratch
+            )
+        except BenchError as exc:
+            uv_ok = False
+            for row in uv_rows.values():
+                row.failure = str(exc)
+        if pin_set.from_manifest and uv_ok:
+            uv_hashes = parse_hashes(uv_out.read_text())
+            same = {k for k, v in locked.items() if uv_hashes.get(k) == v}
+            differ = sorted(set(locked) ^ set(uv_hashes) | (set(locked) - same))
+            notes.append(
+                f"uv's hashes equal envsnap's for {len(same)} of {len(locked)} packages"
+                + (f"; differing: {', '.join(differ)}" if differ else ".")
+            )
+        for i in range(repeat):  # the two tools interleaved, cold then warm
+            for kind in ("cold", "warm"):
+                cache = scratch / (f"e-cold-{n}-{i}" if kind == "cold" else f"e-warm-{n}")
+                wall, data = run_envsnap(venv, manifest, cache, scratch, env, pins)
+                envsnap_rows[kind].seconds.append(wall)
+                envsnap_rows[kind].inner.append(float(str(data["seconds"])))
+                if kind == "warm" and data["fetches"] != 0:
+                    notes.append(f"warm envsnap run {i} of {size} made {data['fetches']} requests")
+                if uv_ok:
+                    cache = scratch / (f"u-cold-{n}-{i}" if kind == "cold" else f"u-warm-{n}")
+                    argv = uv_argv(venv, pin_set.requirements, uv_out, cache)
+                    uv_rows[kind].seconds.append(timed(argv, env, scratch))
+        rows += [envsnap_rows["cold"], uv_rows["cold"], envsnap_rows["warm"], uv_rows["warm"]]
 
-    # pip-compile: the full set under a time limit, else a 10-package subset for all three.
+    venv_set = sets[1]
+    resolving = Row(tool="uv pip compile (resolving)", packages=len(venv_pins), cache="cold")
+    try:
+        for i in range(repeat):
+            argv = uv_argv(venv, venv_set.requirements, uv_out, scratch / f"r-{i}", resolve=True)
+            resolving.seconds.append(timed(argv, env, scratch))
+    except BenchError as exc:
+        resolving.failure = str(exc)
+    rows.append(resolving)
+    rows += measure_pip_compile(args, sets[0], sets[1], scratch, locked, notes)
+    notes.append(f"10-package set: {', '.join(sets[0].pins)}.")
+    notes.append(
+        f"400-package set: the venv's {len(venv_pins)} and the first"
+        f" {LARGE_SIZE - len(venv_pins)} new ones of benchmarks/{EXTRA_PINS.name}."
+    )
+    return rows, notes
+
+
+def measure_pip_compile(
+    args: argparse.Namespace,
+    small: PinSet,
+    full: PinSet,
+    scratch: Path,
+    locked: dict[str, set[str]],
+    notes: list[str],
+) -> list[Row]:
+    """pip-compile of the venv's set under a time limit, and of the 10-package set."""
     pip_compile = ensure_piptools()
-    penv = piptools_env(env)
+    penv = piptools_env(peer_environment(DEFAULT_VENV, scratch))
     pc_out = scratch / "pip-compile-out.txt"
 
     def pc_argv(requirements: Path, cache: Path) -> list[str]:
@@ -256,97 +322,103 @@ def measure(args: argparse.Namespace, venv: Path, scratch: Path) -> tuple[list[R
             *("--allow-unsafe", "--no-header", "--no-annotate", "--no-emit-index-url"),
         ]
 
-    full_row = Row(tool="pip-compile", packages=len(pins), cache="cold")
+    full_row = Row(tool="pip-compile", packages=len(full.pins), cache="cold")
     try:
-        full_row.seconds.append(
-            timed(pc_argv(req, scratch / "pc-full"), penv, scratch, args.pip_compile_timeout)
-        )
+        argv = pc_argv(full.requirements, scratch / "pc-full")
+        full_row.seconds.append(timed(argv, penv, scratch, args.pip_compile_timeout))
     except subprocess.TimeoutExpired:
         full_row.failure = f"> {args.pip_compile_timeout:.0f} s, stopped"
     except BenchError as exc:
         full_row.failure = str(exc)
-    rows.append(full_row)
-
-    small = [p for p in pins if not p.startswith("torch==")][:SUBSET_SIZE]
-    subset_req = scratch / "subset.in"
-    subset_req.write_text("\n".join(small) + "\n")
-    names = ",".join(p.split("==")[0] for p in small)
-    sub_rows = [
-        Row(tool="envsnap lock (SimpleIndexClient)", packages=len(small), cache="cold"),
-        Row(tool="uv pip compile --no-deps", packages=len(small), cache="cold"),
-        Row(tool="pip-compile", packages=len(small), cache="cold"),
-    ]
-    pc_repeat = min(repeat, 3)
-    for i in range(repeat):
-        wall, _data = run_envsnap(venv, manifest, scratch / f"sub-{i}", scratch, env, names)
-        sub_rows[0].seconds.append(wall)
-        argv = uv_argv(venv, subset_req, uv_out, scratch / f"uv-sub-{i}", resolve=False)
-        sub_rows[1].seconds.append(timed(argv, env, scratch, 300))
-        if i < pc_repeat and not sub_rows[2].failure:
-            try:
-                argv = pc_argv(subset_req, scratch / f"pc-sub-{i}")
-                sub_rows[2].seconds.append(timed(argv, penv, scratch, 600))
-            except (BenchError, subprocess.TimeoutExpired) as exc:
-                sub_rows[2].failure = str(exc)
-    if not sub_rows[2].failure:
+    small_row = Row(tool="pip-compile", packages=len(small.pins), cache="cold")
+    for i in range(min(args.repeat, 3)):
+        try:
+            argv = pc_argv(small.requirements, scratch / f"pc-sub-{i}")
+            small_row.seconds.append(timed(argv, penv, scratch, 600))
+        except (BenchError, subprocess.TimeoutExpired) as exc:
+            small_row.failure = str(exc)
+            break
+    if not small_row.failure:
         pc_hashes = parse_hashes(pc_out.read_text())
-        subset = {k: v for k, v in locked.items() if k in {n.lower() for n in names.split(",")}}
+        names = {p.split("==")[0].lower() for p in small.pins}
+        subset = {k: v for k, v in locked.items() if k in names}
         agree = sum(1 for k, v in subset.items() if pc_hashes.get(k) == v)
         notes.append(f"pip-compile's hashes equal envsnap's for {agree} of {len(subset)} packages.")
-    notes.append(f"Subset: {', '.join(small)}.")
-    rows += sub_rows
-    return rows, notes
+    return [small_row, full_row]
+
+
+def peer(rows: Sequence[Row], row: Row, tool: str = UV) -> Row | None:
+    return next(
+        (r for r in rows if r.tool == tool and r.packages == row.packages and r.cache == row.cache),
+        None,
+    )
 
 
 def render(rows: Sequence[Row], notes: Sequence[str], header: str) -> str:
-    def ratio(row: Row, base: Row | None) -> str:
-        if base is None or not row.seconds or not base.seconds:
-            return "—"
-        return f"{row.median / base.median:.1f}"
-
     lines = [
         "# envsnap lock benchmark",
         "",
         header,
         "",
         "Each tool runs as a subprocess (interpreter start included). Cold: an empty cache"
-        " directory of its own per run; warm: a cache filled by an earlier run.",
+        " directory of its own per run; warm: a cache filled by an earlier run. Rounds"
+        " interleave the tools; the last column divides by uv's median for the same packages"
+        " and cache.",
         "",
-        "| tool | packages | cache | median s | min s | / envsnap cold (same set) |",
+        f"| tool | packages | cache | median s | min s | / `{UV}` |",
         "| --- | ---: | --- | ---: | ---: | ---: |",
     ]
     for row in rows:
-        base = next(
-            (
-                r
-                for r in rows
-                if r.tool.startswith("envsnap") and r.cache == "cold" and r.packages == row.packages
-            ),
-            None,
-        )
         if row.seconds and not row.failure:
+            base = peer(rows, row) if row.cache in ("cold", "warm") else None
+            shown = f"{row.median / base.median:.2f}" if base and base.seconds else "—"
             lines.append(
                 f"| `{row.tool}` | {row.packages} | {row.cache} | {row.median:.3f}"
-                f" | {min(row.seconds):.3f} | {ratio(row, base)} |"
+                f" | {min(row.seconds):.3f} | {shown} |"
             )
         else:
             failure = row.failure or "failed"
             lines.append(f"| `{row.tool}` | {row.packages} | {row.cache} | {failure} | — | — |")
-    cold = rows[0]
     lines += [""]
-    if cold.seconds:
-        verdict = "met" if cold.median <= TARGET_SECONDS else "NOT met"
-        lines.append(
-            f"Target: {cold.packages} packages locked cold in at most {TARGET_SECONDS:.0f} s:"
-            f" measured {cold.median:.2f} s median including interpreter start"
-            f" ({statistics.median(cold.inner):.2f} s in `lock_packages` itself), {verdict}."
+    ours = [r for r in rows if r.tool == ENVSNAP and r.seconds]
+    verdicts = []
+    for row in ours:
+        base = peer(rows, row)
+        if base is None or not base.seconds:
+            continue
+        ratio = row.median / base.median
+        verdicts.append(
+            f"{row.packages} {row.cache} {ratio:.2f} x"
+            + ("" if ratio <= TARGET_RATIO else " (NOT met)")
         )
-        warm = rows[1]
-        if warm.inner:
-            lines.append(
-                f"Warm (cache filled, no requests): {statistics.median(warm.inner):.3f} s in"
-                " `lock_packages`."
-            )
+    if verdicts:
+        lines.append(
+            f"Target: envsnap lock at most {TARGET_RATIO:.1f} x `{UV}` of the same pins, cold and"
+            f" warm: {'; '.join(verdicts)}."
+        )
+    cold = sorted((r for r in ours if r.cache == "cold"), key=lambda r: r.packages)
+    if len(cold) >= 2:
+        growth = ", ".join(
+            f"{r.packages}: {r.median:.3f} s ({statistics.median(r.inner):.3f} s in"
+            " `lock_packages`)"
+            for r in cold
+        )
+        mid, big = cold[-2], cold[-1]
+        times = big.median / mid.median
+        inner = statistics.median(big.inner) / statistics.median(mid.inner)
+        more = big.packages / mid.packages
+        lines.append(
+            f"Growth, cold: {growth}; from {mid.packages} to {big.packages} packages"
+            f" ({more:.1f} x as many) the lock took {times:.1f} x as long ({inner:.1f} x in"
+            f" `lock_packages`): {'no faster than' if inner <= more else 'FASTER than'} linear."
+        )
+    warm = [r for r in ours if r.cache == "warm" and r.inner]
+    if warm:
+        lines.append(
+            "Warm (cache filled, no requests), in `lock_packages`: "
+            + ", ".join(f"{r.packages}: {statistics.median(r.inner):.3f} s" for r in warm)
+            + "."
+        )
     lines += ["", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
 
@@ -370,13 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     venv = DEFAULT_VENV
     try:
         ensure_venv(venv, reinstall=not args.no_install)
+        load_before = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix="envsnap-bench-lock-") as tmp:
             scratch = Path(tmp)
             rows, notes = measure(args, venv, scratch)
             for row in rows:
                 row.failure = without_local_paths(row.failure, scratch)
             notes = [without_local_paths(n, scratch) for n in notes]
-        header = machine_line(venv, count_distributions(venv / "bin" / "python"), args.repeat)
+        distributions = count_distributions(venv / "bin" / "python")
+        load = (load_before, os.getloadavg()[0])
+        header = machine_line(venv, distributions, args.repeat, load)
         report = render(rows, notes, header)
     except BenchError as exc:
         print(f"bench_lock: error: {exc}", file=sys.stderr)

@@ -1,12 +1,15 @@
 """The package index client: the only module that talks to package indexes (PEP 691 JSON,
-PEP 503 HTML), over keep-alive connections with an on-disk cache.
+PEP 503 HTML), over keep-alive connections with an on-disk cache of the versions asked.
 
-About 600 lines: the client, its cache and the page parsers share the fault handling that turns
-every way an index can misbehave into one sentence, which splitting would scatter.
+About 850 lines: the client, its cache and the page parsers (a whole-page one per format and
+a quick one for the versions asked) share the fault handling that turns every way an index can
+misbehave into one sentence, which splitting would scatter. The parsers are the first thing to
+move into a module of their own if it grows further.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import json
@@ -20,11 +23,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from envsnap.capturing.redact import strip_url_credentials
-from envsnap.distnames import SDIST_SUFFIXES, file_version, version_key
+from envsnap.distnames import (
+    SDIST_SUFFIXES,
+    VersionKey,
+    file_version,
+    normalize_name,
+    version_key,
+)
 from envsnap.locking.model import IndexFile, IndexQuery, IndexUnreachableError, LockError
 
 _ACCEPT = (
@@ -33,7 +42,7 @@ _ACCEPT = (
 )
 _MAX_REDIRECTS = 5
 _MAX_BODY_BYTES = 256 * 1024 * 1024
-_CACHE_SCHEMA = "envsnap.index-cache/1"
+_CACHE_SCHEMA = "envsnap.index-cache/2"
 
 
 # --- the index client --------------------------------------------------------------------------
@@ -66,11 +75,12 @@ class _Resolution:
 
 class SimpleIndexClient:
     """Reads project pages of PEP 691 (JSON) or PEP 503 (HTML) indexes over keep-alive
-    connections, several projects at once, with an optional on-disk cache per index and project.
+    connections, several projects at once, and answers with the files of the versions asked.
 
-    A cached page is used only while it still lists the version asked for, so a warm lock asks
-    no index, and a version published after the page was cached is still found. Each host name
-    is resolved once per batch, however many workers connect to it.
+    The optional on-disk cache keeps, per index and project, the files of each version asked
+    before, so a warm lock asks no index and reads a few lines per package; a version not in
+    the cache is fetched. Each host name is resolved once per batch, however many workers
+    connect to it.
     """
 
     def __init__(
@@ -87,8 +97,9 @@ class SimpleIndexClient:
         self.timeout = timeout
         self.max_workers = max_workers
         # One context for every connection: building one loads the CA bundle, which is what
-        # makes urllib (a context per request) slow here.
-        self._ssl = ssl_context or ssl.create_default_context()
+        # makes urllib (a context per request) slow here. Built at the first connection, so a
+        # lock answered from the cache never loads it.
+        self._ssl = ssl_context
         if proxies is None:
             import urllib.request
 
@@ -105,30 +116,46 @@ class SimpleIndexClient:
     def files(
         self, queries: Sequence[IndexQuery]
     ) -> dict[IndexQuery, tuple[IndexFile, ...] | None]:
-        by_page: dict[tuple[str, str], list[IndexQuery]] = {}
+        """The files of each query's version (PEP 440 equal) on its index, in the page's
+        order; None where the index has no such project."""
+        by_page: dict[tuple[str, str], list[str]] = {}
         for query in queries:
-            by_page.setdefault((query.index_url.rstrip("/"), query.project), []).append(query)
+            wanted = by_page.setdefault((query.index_url.rstrip("/"), query.project), [])
+            if query.version not in wanted:
+                wanted.append(query.version)
+        caches = {index_url: self._read_cache(index_url) for index_url in {i for i, _ in by_page}}
         pages: dict[tuple[str, str], tuple[IndexFile, ...] | None] = {}
-        missing: list[tuple[str, str]] = []
-        for key, wanted in by_page.items():
-            cached = self._read_cache(*key)
-            if cached is not None and all(_lists_version(cached[1], q.version) for q in wanted):
-                pages[key] = cached[0]
+        missing: list[tuple[str, str, tuple[str, ...]]] = []
+        for (index_url, project), versions in by_page.items():
+            cached = _cached_files(caches[index_url], project, versions)
+            if cached is not None:
+                pages[(index_url, project)] = cached
             else:
-                missing.append(key)
+                missing.append((index_url, project, tuple(versions)))
         if missing:
-            pages.update(self._fetch_all(missing))
-        return {q: pages[(q.index_url.rstrip("/"), q.project)] for q in queries}
+            fetched = self._fetch_all(missing)
+            pages.update(fetched)
+            self._write_cache(missing, fetched)
+        answers: dict[IndexQuery, tuple[IndexFile, ...] | None] = {}
+        for query in queries:
+            files = pages[(query.index_url.rstrip("/"), query.project)]
+            # A page read for several versions answers each query with its own files.
+            answers[query] = (
+                files
+                if files is None
+                else tuple(matching_files(files, query.project, query.version))
+            )
+        return answers
 
     def _fetch_all(
-        self, keys: Sequence[tuple[str, str]]
+        self, keys: Sequence[tuple[str, str, tuple[str, ...]]]
     ) -> dict[tuple[str, str], tuple[IndexFile, ...] | None]:
         """Fetch every page; the first failure, in the order asked, is raised once the requests
         already running have ended, and the queued ones are dropped, never read."""
         workers = max(1, min(self.max_workers, len(keys)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envsnap-index")
         try:
-            futures = [(key, pool.submit(self._fetch_and_cache, *key)) for key in keys]
+            futures = [(key[:2], pool.submit(self._fetch_one, *key)) for key in keys]
             results: dict[tuple[str, str], tuple[IndexFile, ...] | None] = {}
             for key, future in futures:
                 results[key] = future.result()
@@ -139,9 +166,11 @@ class SimpleIndexClient:
             with self._lock:
                 self._resolved.clear()
 
-    def _fetch_and_cache(self, index_url: str, project: str) -> tuple[IndexFile, ...] | None:
+    def _fetch_one(
+        self, index_url: str, project: str, versions: tuple[str, ...]
+    ) -> tuple[IndexFile, ...] | None:
         try:
-            files = self.fetch(index_url, project)
+            return self.fetch(index_url, project, versions)
         except LockError:
             raise
         except Exception as exc:  # whatever a worker meets must reach the user as a sentence
@@ -150,12 +179,12 @@ class SimpleIndexClient:
                 f"({type(exc).__name__})",
                 hint="run envsnap lock again with --debug and report the traceback",
             ) from exc
-        if files is not None:
-            self._write_cache(index_url, project, files)
-        return files
 
-    def fetch(self, index_url: str, project: str) -> tuple[IndexFile, ...] | None:
-        """One project page from one index; None when the index has no such project."""
+    def fetch(
+        self, index_url: str, project: str, versions: Sequence[str] = ()
+    ) -> tuple[IndexFile, ...] | None:
+        """One project page from one index: the files of ``versions`` (PEP 440 equal), or of
+        every version when none is given; None when the index has no such project."""
         with self._lock:
             self.fetches += 1
         shown = shown_url(index_url)
@@ -197,7 +226,8 @@ class SimpleIndexClient:
                     f"{shown} answered HTTP {status} when asked for {project}",
                     hint="try again later, or check that the index URL is right",
                 )
-            return _parse_page(body, headers.get("content-type", ""), url, index_url, project)
+            content_type = headers.get("content-type", "")
+            return _parse_page(body, content_type, url, index_url, project, versions)
         raise IndexUnreachableError(
             f"{shown} redirected the request for {project} more than {_MAX_REDIRECTS} times",
             hint="check that the index URL is right",
@@ -293,7 +323,7 @@ class SimpleIndexClient:
             proxy_port = proxy_parts.port or 8080
             if scheme == "https":
                 tunnelled = http.client.HTTPSConnection(
-                    proxy_host, proxy_port, timeout=self.timeout, context=self._ssl
+                    proxy_host, proxy_port, timeout=self.timeout, context=self._tls()
                 )
                 tunnelled.set_tunnel(host, port or 443)
                 return tunnelled
@@ -301,8 +331,16 @@ class SimpleIndexClient:
             plain._envsnap_http_proxy = True  # type: ignore[attr-defined]
             return plain
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._ssl)
+            return http.client.HTTPSConnection(
+                host, port, timeout=self.timeout, context=self._tls()
+            )
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def _tls(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            return self._ssl
 
     def _open_socket(
         self,
@@ -364,59 +402,106 @@ class SimpleIndexClient:
 
     # --- cache ----------------------------------------------------------------------------
 
-    def _cache_path(self, index_url: str, project: str) -> Path | None:
+    def _read_cache(self, index_url: str) -> dict[str, Any]:
+        """The index's cache: project -> version -> rows of (file name, sha256, yanked); rows
+        are checked when used. Empty when absent or damaged (then the index is asked)."""
         if self.cache_dir is None:
-            return None
-        index_key = hashlib.sha256(index_url.rstrip("/").encode()).hexdigest()[:16]
-        return self.cache_dir / index_key / f"{project}.json"
-
-    def _read_cache(
-        self, index_url: str, project: str
-    ) -> tuple[tuple[IndexFile, ...], list[str]] | None:
-        """The cached page and the distinct versions its file names carry."""
-        path = self._cache_path(index_url, project)
-        if path is None:
-            return None
+            return {}
         try:
+            path = self.cache_dir / _cache_name(index_url)
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("schema") != _CACHE_SCHEMA or data.get("index_url") != index_url:
-                return None
-            files = tuple(IndexFile._make(row) for row in data["files"])
-            versions = data["versions"]
-            if not all(type(f.filename) is str and type(f.sha256) is str for f in files):
-                return None
-            if not all(type(v) is str for v in versions):
-                return None
-            return files, versions
+            if data.get("schema") == _CACHE_SCHEMA and data.get("index_url") == index_url:
+                projects = data["projects"]
+                if isinstance(projects, dict):
+                    return projects
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            return None  # absent or damaged: ask the index
+            pass
+        return {}
 
-    def _write_cache(self, index_url: str, project: str, files: Sequence[IndexFile]) -> None:
-        path = self._cache_path(index_url, project)
-        if path is None:
+    def _write_cache(
+        self,
+        fetched: Sequence[tuple[str, str, tuple[str, ...]]],
+        pages: Mapping[tuple[str, str], tuple[IndexFile, ...] | None],
+    ) -> None:
+        """Add the versions just fetched to each index's cache file, written once per lock;
+        a version the page did not list is left out, so it is asked again next time."""
+        if self.cache_dir is None:
             return
-        data = {
-            "schema": _CACHE_SCHEMA,
-            "index_url": index_url,
-            "project": project,
-            # Distinct versions, so a warm lock checks freshness without parsing every name.
-            "versions": sorted(
-                {v for f in files if (v := file_version(f.filename, project)) is not None}
-            ),
-            "files": [[f.filename, f.sha256, f.yanked] for f in files],
-        }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        by_index: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        for index_url, project, versions in fetched:
+            by_index.setdefault(index_url, []).append((project, versions))
+        for index_url, asked in by_index.items():
+            path = self.cache_dir / _cache_name(index_url)
+            projects = self._read_cache(index_url)  # again: another lock may have added some
+            for project, versions in asked:
+                files = pages.get((index_url, project))
+                entry = projects.get(project)
+                entry = dict(entry) if isinstance(entry, dict) else {}
+                for version in versions:
+                    found = matching_files(files or (), project, version)
+                    if found:
+                        entry[version] = [[f.filename, f.sha256, f.yanked] for f in found]
+                if entry:
+                    projects[project] = entry
+            data = {"schema": _CACHE_SCHEMA, "index_url": index_url, "projects": projects}
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+                tmp.replace(path)
+            except OSError:
+                tmp.unlink(missing_ok=True)  # a cache that cannot be written only costs time
+
+
+def _cache_name(index_url: str) -> str:
+    return hashlib.sha256(index_url.rstrip("/").encode()).hexdigest()[:16] + ".json"
+
+
+def _cached_files(
+    projects: Mapping[str, Any], project: str, versions: Sequence[str]
+) -> tuple[IndexFile, ...] | None:
+    """The cached files of every version asked; None when one is not cached or is damaged."""
+    entry = projects.get(project)
+    if not isinstance(entry, dict):
+        return None
+    files: list[IndexFile] = []
+    for version in versions:
+        wanted = version_key(version)
+        rows = entry.get(version)
+        if rows is None and wanted is not None:
+            rows = next((r for v, r in entry.items() if version_key(v) == wanted), None)
+        if not isinstance(rows, list):
+            return None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-            tmp.replace(path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a cache that cannot be written only costs time
+            found = [IndexFile._make(row) for row in rows]
+        except TypeError:
+            return None
+        if not all(
+            type(f.filename) is str and type(f.sha256) is str and type(f.yanked) is bool
+            for f in found
+        ):
+            return None
+        files.extend(found)
+    return tuple(files)
 
 
-def _lists_version(versions: Iterable[str], version: str) -> bool:
+def matching_files(files: Iterable[IndexFile], project: str, version: str) -> list[IndexFile]:
+    """The files of exactly ``version`` of ``project`` (normalised; PEP 440 equal versions
+    match), in the order given."""
     wanted = version_key(version)
-    return any(v == version or (wanted is not None and version_key(v) == wanted) for v in versions)
+    verdicts: dict[str, bool] = {}
+    matched: list[IndexFile] = []
+    for item in files:
+        found = file_version(item.filename, project)
+        if found is None:
+            continue
+        verdict = verdicts.get(found)
+        if verdict is None:
+            verdict = found == version or (wanted is not None and version_key(found) == wanted)
+            verdicts[found] = verdict
+        if verdict:
+            matched.append(item)
+    return matched
 
 
 def _describe(exc: BaseException | None, timeout: float) -> str:
@@ -475,27 +560,171 @@ _DIST_SUFFIXES = (".whl", ".egg", ".exe", ".msi", ".rpm", ".dmg", ".deb", *SDIST
 
 
 def _parse_page(
-    body: bytes, content_type: str, url: str, index_url: str, project: str
+    body: bytes,
+    content_type: str,
+    url: str,
+    index_url: str,
+    project: str,
+    versions: Sequence[str] = (),
 ) -> tuple[IndexFile, ...]:
     kind, _, params = content_type.partition(";")
     kind = kind.strip().lower()
     shown = shown_url(index_url)
     try:
         if kind.endswith("json"):
-            return _parse_json_page(body)
-        if kind in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
-            return _parse_html_page(_page_text(body, params), url)
+            quick = _json_files_of_versions(body, project, versions) if versions else None
+            if quick is not None:
+                return quick
+            files = _parse_json_page(body)
+        elif kind in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
+            files = _parse_html_page(_page_text(body, params), url)
+        else:
+            shown_kind = re.sub(r"[^\x21-\x7e]", "", kind)[:60] or "no content type"
+            raise IndexUnreachableError(
+                f"{shown} answered with {shown_kind!r} for {project}, not a package index page",
+                hint="check that the index URL points at a PEP 503 or PEP 691 simple index",
+            )
     except _NotAnIndexPageError as exc:
         raise IndexUnreachableError(
             f"{shown} sent a page for {project} that is not a package index page ({exc})",
             hint="check that the index URL points at a PEP 503 or PEP 691 simple index, and "
             "that no proxy answers in its place",
         ) from None
-    shown_kind = re.sub(r"[^\x21-\x7e]", "", kind)[:60] or "no content type"
-    raise IndexUnreachableError(
-        f"{shown} answered with {shown_kind!r} for {project}, not a package index page",
-        hint="check that the index URL points at a PEP 503 or PEP 691 simple index",
+    if not versions:
+        return files
+    keep = {f for version in versions for f in matching_files(files, project, version)}
+    return tuple(f for f in files if f in keep)
+
+
+# A JSON page lists every file of every release (PyPI's pages for a typical ML stack come to
+# 60 MB), while a lock needs the files of one version: parsing a page whole took longer than
+# fetching it. So the names of the files of the versions asked are found by a pattern over the
+# page's bytes (not even decoded: that alone cost a third of the time), and only the objects
+# around them are parsed. Where that reading cannot vouch for its answer (escapes in file
+# names, no file of the versions asked, anything unexpected), the page is parsed whole, as
+# before, and every fault still reads as one sentence.
+_JSON_OPEN = re.compile(rb"\s*\{")
+_JSON_FILES = re.compile(rb'"files"\s*:\s*\[')
+_JSON_META = re.compile(rb'"meta"\s*:\s*(?=\{)')
+_JSON_ESCAPED_NAME = re.compile(rb'"filename"\s*:\s*"[^"]*\\')
+_JSON_DECODER = json.JSONDecoder()
+_JSON_OBJECT_BYTES = (4096, 1024 * 1024)  # a file's object is under 1 KiB on PyPI
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_of_versions(project: str, keys: tuple[VersionKey, ...]) -> re.Pattern[bytes]:
+    """A pattern for the names of ``project``'s files (any spelling of the name that normalises
+    to it) whose version starts with the release of one of ``keys``, in any spelling PEP 440
+    calls equal (a 'v', an epoch, leading zeros, trailing '.0's). It matches more than it
+    should (another pre-release, a local label), never less: ``file_version`` and
+    ``version_key`` then decide."""
+    name = r"[-_.]+".join(re.escape(part) for part in project.split("-"))
+    releases = "|".join(
+        r"\.".join(f"0*{number}" for number in cast("tuple[int, ...]", key[1])) for key in keys
     )
+    pattern = (
+        rf'"filename"\s*:\s*"((?i:{name})-[vV]?(?:[0-9]+!)?(?:{releases})(?:\.0+)*'
+        r'(?!\.?[0-9])[^"\\]*)"'
+    )
+    return re.compile(pattern.encode("ascii"))
+
+
+def _json_files_of_versions(
+    body: bytes, project: str, versions: Sequence[str]
+) -> tuple[IndexFile, ...] | None:
+    """The files of ``versions`` on a PEP 691 page, in the page's order, read without parsing
+    the whole page; None where the page must be parsed whole to answer."""
+    if not project.isascii() or project != normalize_name(project):
+        return None
+    wanted: list[tuple[str, VersionKey]] = []
+    for version in versions:
+        key = version_key(version)
+        if key is None:
+            return None
+        wanted.append((version, key))
+    # Without an escape in any file name (and no \u escape that could spell a key), a file's
+    # name is exactly the bytes between its quotes.
+    if b"\\" in body and (b"\\u" in body or _JSON_ESCAPED_NAME.search(body)):
+        return None
+    if _JSON_OPEN.match(body) is None or _JSON_FILES.search(body) is None:
+        return None
+    files: list[IndexFile] = []
+    for match in _names_of_versions(project, tuple(key for _, key in wanted)).finditer(body):
+        try:
+            name = match[1].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        found = file_version(name, project)
+        if found is None or not any(
+            found == version or version_key(found) == key for version, key in wanted
+        ):
+            continue
+        item = _json_object_around(body, match.start())
+        if item is None or item.get("filename") != name:
+            return None
+        hashes = item.get("hashes") or {}
+        if not isinstance(hashes, dict):
+            return None
+        sha256 = hashes.get("sha256", "")
+        files.append(
+            IndexFile(
+                filename=name,
+                sha256=sha256.lower() if isinstance(sha256, str) else "",
+                yanked=bool(item.get("yanked", False)),
+            )
+        )
+    if not files or not _json_api_version_1(body):
+        return None
+    return tuple(files)
+
+
+def _json_object_around(body: bytes, position: int) -> dict[str, Any] | None:
+    """The JSON object, an element of a list, that holds the key at ``position``."""
+    start = position
+    for _attempt in range(16):  # objects nested before the key (core-metadata's) are passed
+        start = body.rfind(b"{", 0, start)
+        if start < 0:
+            return None
+        if body[max(0, start - 256) : start].rstrip()[-1:] not in (b"[", b","):
+            continue  # a value inside an object, not a list's element
+        for size in _JSON_OBJECT_BYTES:
+            found = _json_value_at(body, start, size)
+            if found is not None:
+                break
+        else:
+            continue
+        item, end = found
+        if start + end > position:
+            return item if isinstance(item, dict) else None
+    return None
+
+
+def _json_value_at(body: bytes, start: int, size: int) -> tuple[Any, int] | None:
+    """The JSON value starting at ``start`` and the bytes it spans, read from at most ``size``
+    bytes; None where it is longer, malformed or not valid UTF-8."""
+    text = body[start : start + size].decode("utf-8", errors="replace")  # may cut a character
+    try:
+        value, end = _JSON_DECODER.raw_decode(text)
+    except (ValueError, RecursionError):
+        return None
+    spanned = text[:end]
+    if "\ufffd" in spanned:
+        return None  # not valid UTF-8 (or a replacement character): the whole page decides
+    return value, len(spanned.encode("utf-8"))
+
+
+def _json_api_version_1(body: bytes) -> bool:
+    """Whether the page's ``meta`` (PyPI writes it after the files) declares API 1.x."""
+    at = body.rfind(b'"meta"')
+    if at < 0:
+        return True  # no meta: version 1.0
+    match = _JSON_META.match(body, at)
+    if match is None:
+        return False
+    found = _json_value_at(body, match.end(), _JSON_OBJECT_BYTES[-1])
+    meta = found[0] if found is not None else None
+    version = meta.get("api-version", "1.0") if isinstance(meta, dict) else None
+    return isinstance(version, str) and version.split(".", 1)[0] == "1"
 
 
 def _parse_json_page(body: bytes) -> tuple[IndexFile, ...]:

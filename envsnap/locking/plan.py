@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from envsnap.capturing.redact import clean_url
-from envsnap.distnames import file_version, normalize_name, version_key
-from envsnap.locking.index import shown_url
+from envsnap.distnames import normalize_name, version_key
+from envsnap.locking.index import matching_files, shown_url
 from envsnap.locking.model import (
     CONDA_EXPLICIT_FILE,
     DEFAULT_INDEX_URL,
@@ -58,24 +58,6 @@ _CONDA_PLATFORMS = {
     ("darwin", "arm64"): "osx-arm64",
     ("windows", "amd64"): "win-64",
 }
-
-
-def matching_files(files: Iterable[IndexFile], project: str, version: str) -> list[IndexFile]:
-    """The files of exactly ``version`` of ``project`` (normalised), in the order given."""
-    wanted = version_key(version)
-    verdicts: dict[str, bool] = {}
-    matched: list[IndexFile] = []
-    for item in files:
-        found = file_version(item.filename, project)
-        if found is None:
-            continue
-        verdict = verdicts.get(found)
-        if verdict is None:
-            verdict = found == version or (wanted is not None and version_key(found) == wanted)
-            verdicts[found] = verdict
-        if verdict:
-            matched.append(item)
-    return matched
 
 
 def matching_hashes(files: Iterable[IndexFile], project: str, version: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import http.server
 import json
 import os
@@ -13,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,13 @@ import pytest
 from envsnap import cli
 from envsnap.errors import EXIT_ERROR
 from envsnap.locking.files import lock_run, write_lock_files
-from envsnap.locking.index import SimpleIndexClient, shown_url
+from envsnap.locking.index import SimpleIndexClient, _parse_page, matching_files, shown_url
 from envsnap.locking.model import REQUIREMENTS_FILE, IndexFile, IndexQuery, LockError
 from envsnap.locking.plan import lock_packages
 from envsnap.manifest import Manifest, Package, Python
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
-from tests.unit.locking.test_plan import FakeIndex, mixed_manifest
+from tests.unit.locking.test_plan import GOLDEN, FakeIndex, mixed_manifest
 
 Answer = Callable[[http.server.BaseHTTPRequestHandler], None]
 
@@ -448,7 +449,9 @@ class TestManyPackages:
         """A bug's exception in a worker reaches the user as a LockError, its cause kept."""
 
         class Broken(SimpleIndexClient):
-            def fetch(self, index_url: str, project: str) -> tuple[IndexFile, ...] | None:
+            def fetch(
+                self, index_url: str, project: str, versions: Sequence[str] = ()
+            ) -> tuple[IndexFile, ...] | None:
                 raise RecursionError("maximum recursion depth exceeded")
 
         index = "https://pypi.example.test/simple"
@@ -560,3 +563,213 @@ class TestShownUrl:
     def test_shown(self, url: str, shown: str) -> None:
         """Credentials and the query go; scheme, host, port and path stay."""
         assert shown_url(url) == shown
+
+
+# --- reading only the versions asked -------------------------------------------------------------
+
+# File names of one project in every spelling a page may use, with the versions a lock may ask;
+# the quick reading of a page must find exactly the files a whole-page reading finds.
+TRICKY_NAMES = (
+    "foo_bar-2.0-py3-none-any.whl",
+    "foo_bar-2.0.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+    "Foo.Bar-2.0.tar.gz",
+    "foo-bar-v2.0.zip",
+    "FOO_BAR-02.00-py2.py3-none-any.whl",
+    "foo_bar-0!2.0-py3-none-any.whl",
+    "foo_bar-1!2.0-py3-none-any.whl",
+    "foo_bar-2.0.1-py3-none-any.whl",
+    "foo_bar-2.0rc1-py3-none-any.whl",
+    "foo_bar-2.0-1-py3-none-any.whl",
+    "foo_bar-12.0-py3-none-any.whl",
+    "foo_bar-2.0+cpu-py3-none-any.whl",
+    "foo_bar-2.0+CPU-cp39-cp39-win_amd64.whl",
+    "foo_bar_baz-2.0-py3-none-any.whl",
+    "foo-bar-baz-2.0.tar.gz",
+    "foo_bar-2.0.post1.tar.gz",
+    "foo_bar-2.0.tar.gz.asc",
+)
+TRICKY_VERSIONS = ("2.0", "2.0.0", "2.0.1", "2.0rc1", "2.0.post1", "2.0+cpu", "1!2.0", "3.0")
+
+
+def file_object(name: str) -> dict[str, Any]:
+    """A PEP 691 file as PyPI writes it, core-metadata (a nested object) before the name."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return {
+        "core-metadata": {"sha256": digest[::-1]},
+        "filename": name,
+        "hashes": {"sha256": digest.upper() if "rc" in name else digest},
+        "requires-python": ">=3.8, !=3.9.*",
+        "url": f"https://files.example.test/{name}",
+        "yanked": "broken {build}" if name.endswith(".zip") else False,
+    }
+
+
+def pep691(names: Sequence[str], style: str) -> bytes:
+    """A project page in one of the layouts indexes write: PyPI's (sorted keys, spaced),
+    compact, indented, or the meta and files swapped with keys in another order."""
+    files = [file_object(name) for name in names]
+    page: dict[str, Any] = {"meta": {"api-version": "1.1"}, "name": "foo-bar", "files": files}
+    if style == "pypi":
+        return json.dumps(page, sort_keys=True).encode()
+    if style == "compact":
+        return json.dumps(page, separators=(",", ":")).encode()
+    if style == "indented":
+        return json.dumps(page, indent=2, sort_keys=True).encode()
+    reordered = {"files": [dict(reversed(f.items())) for f in files], "meta": page["meta"]}
+    return json.dumps(reordered).encode()
+
+
+def whole_page_reading(body: bytes, project: str, version: str) -> tuple[IndexFile, ...]:
+    """What a lock took from a page before: every file parsed, then the version's kept."""
+    everything = _parse_page(body, "application/vnd.pypi.simple.v1+json", "u", "i", project)
+    return tuple(matching_files(everything, project, version))
+
+
+class TestReadingOnlyTheVersionsAsked:
+    """A page read for some versions gives exactly the files a whole-page reading gives."""
+
+    @pytest.mark.parametrize("style", ["pypi", "compact", "indented", "reordered"])
+    @pytest.mark.parametrize("version", TRICKY_VERSIONS)
+    def test_every_spelling_of_the_version_is_found(self, style: str, version: str) -> None:
+        """Equal versions however spelled; never another version, project or kind of file."""
+        body = pep691(TRICKY_NAMES, style)
+        quick = _parse_page(body, "application/json", "u", "i", "foo-bar", (version,))
+        assert quick == whole_page_reading(body, "foo-bar", version)
+
+    def test_the_spellings_are_really_there(self) -> None:
+        """The page above holds seven files of 2.0 in six spellings (one with a build tag) and
+        one of 1!2.0, so the tests above mean something."""
+        body = pep691(TRICKY_NAMES, "pypi")
+        assert len(whole_page_reading(body, "foo-bar", "2.0")) == 7
+        assert len(whole_page_reading(body, "foo-bar", "1!2.0")) == 1
+
+    def test_several_versions_at_once(self) -> None:
+        """Two versions asked of one page give the files of both, in the page's order."""
+        body = pep691(TRICKY_NAMES, "pypi")
+        both = _parse_page(body, "application/json", "u", "i", "foo-bar", ("2.0.1", "2.0"))
+        wanted = set(whole_page_reading(body, "foo-bar", "2.0")) | set(
+            whole_page_reading(body, "foo-bar", "2.0.1")
+        )
+        everything = _parse_page(body, "application/json", "u", "i", "foo-bar")
+        assert both == tuple(f for f in everything if f in wanted)
+
+    @pytest.mark.parametrize(
+        "name",
+        ["foo_bar-2.0-py3-none-any\u00e9.whl", "foo_bar-2.0-py3-none-any\\.whl"],
+        ids=["unicode-escape", "backslash"],
+    )
+    def test_escaped_file_names_read_the_whole_page(self, name: str) -> None:
+        """A name with an escape in the JSON text is found as a whole-page reading finds it."""
+        body = pep691((*TRICKY_NAMES, name), "pypi")  # json.dumps escapes both
+        assert b"\\" in body
+        quick = _parse_page(body, "application/json", "u", "i", "foo-bar", ("2.0",))
+        assert quick == whole_page_reading(body, "foo-bar", "2.0")
+        assert any(f.filename == name for f in quick)
+
+    def test_a_malformed_file_of_the_version_is_the_same_sentence(self) -> None:
+        """Hashes that are not an object fail as before, naming the index and project."""
+        body = b'{"files": [{"filename": "numpy-1.0.tar.gz", "hashes": "sha256=00"}]}'
+        with pytest.raises(LockError, match="a file in its JSON has malformed hashes"):
+            _parse_page(body, "application/json", "u", "https://i.example.test", "numpy", ("1.0",))
+
+    def test_an_api_version_2_page_is_refused_even_with_the_version(self) -> None:
+        """The version's files are not taken from a page of an API this client cannot read."""
+        body = pep691(TRICKY_NAMES, "pypi").replace(b'"1.1"', b'"2.0"')
+        with pytest.raises(LockError, match=r"simple API version other than 1\.x"):
+            _parse_page(body, "application/json", "u", "i", "foo-bar", ("2.0",))
+
+
+# --- a whole lock from served indexes ------------------------------------------------------------
+
+HOSTS = ("a.example.test", "b.example.test")
+
+
+def served_pages() -> dict[tuple[str, str], tuple[bytes, tuple[IndexFile, ...]]]:
+    """Sixty projects on two indexes, each page in one of the layouts, with its files."""
+    pages: dict[tuple[str, str], tuple[bytes, tuple[IndexFile, ...]]] = {}
+    styles = ("pypi", "compact", "indented", "reordered")
+    for i in range(60):
+        project = f"foo-bar{i:02d}" if i % 3 else f"foo-bar-{i:02d}"  # a name ending in digits
+        index = f"http://{HOSTS[i % 2]}/simple"
+        names = [n.replace("foo_bar", project.replace("-", "_")) for n in TRICKY_NAMES]
+        names = [n.replace("Foo.Bar", project.title().replace("-", ".")) for n in names]
+        names = [n.replace("foo-bar", project) for n in names]
+        body = pep691(names, styles[i % len(styles)])
+        everything = _parse_page(body, "application/json", "u", index, project)
+        pages[(index, project)] = (body, everything)
+    return pages
+
+
+def served_manifest(pages: Mapping[tuple[str, str], object]) -> Manifest:
+    packages = tuple(
+        Package(name=project, version=TRICKY_VERSIONS[i % 7], index_url=index)
+        for i, (index, project) in enumerate(sorted(pages))
+    )
+    return sample_manifest(
+        python=Python(version="3.11.7", index_url=f"http://{HOSTS[0]}/simple", packages=packages)
+    )
+
+
+class CountingServer(FaultServer):
+    """Counts the connections it accepts, to show they are kept alive and reused."""
+
+    connections = 0
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self.lock:
+            self.connections += 1
+        return True
+
+
+class TestALockFromServedIndexes:
+    """A lock of many packages from two indexes over HTTP: the same bytes as a whole-page
+    reading (and as before, in the golden file), each host resolved once, connections reused."""
+
+    def test_same_bytes_cold_and_warm_one_lookup_per_host(self, tmp_path: Path) -> None:
+        """Cold, then warm from the cache with the indexes failing: both equal the reference."""
+        pages = served_pages()
+        manifest = served_manifest(pages)
+
+        def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+            host = handler.headers["Host"]
+            project = handler.path.rstrip("/").rsplit("/", 1)[-1]
+            body, _files = pages[(f"http://{host}/simple", project)]
+            send(handler, 200, body, "application/vnd.pypi.simple.v1+json")
+
+        servers = {}
+        for host in HOSTS:
+            server = CountingServer(answer)
+            threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
+            servers[host] = server
+        lookups: list[str] = []
+
+        def resolver(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+            lookups.append(host)
+            time.sleep(0.02)  # slow, as the reported resolver was
+            return socket.getaddrinfo("127.0.0.1", servers[host].port, *args, **kwargs)
+
+        try:
+            cold = lock_packages(
+                manifest, SimpleIndexClient(tmp_path, proxies={}, getaddrinfo=resolver)
+            )
+            assert sorted(lookups) == sorted(HOSTS)
+            for server in servers.values():
+                assert len(server.paths) == 30
+                assert server.connections <= 16 < len(server.paths) * 2
+                server.answer = status(500)
+            warm = lock_packages(
+                manifest, SimpleIndexClient(tmp_path, proxies={}, getaddrinfo=resolver)
+            )
+            assert all(len(server.paths) == 30 for server in servers.values())
+        finally:
+            for server in servers.values():
+                server.shutdown()
+                server.server_close()
+
+        whole = FakeIndex({key: files for key, (_body, files) in pages.items()})
+        assert cold == warm == lock_packages(manifest, whole)
+        assert cold.locked_index == 60 - len(cold.unlockable) > 40
+        golden = GOLDEN / "served-indexes.requirements.lock.txt"
+        if os.environ.get("ENVSNAP_UPDATE_GOLDEN") == "1":
+            golden.write_text(cold.requirements)
+        assert cold.requirements == golden.read_text()

@@ -648,7 +648,9 @@ class CannedClient(SimpleIndexClient):
         super().__init__(cache_dir=cache_dir, proxies={})
         self.pages = pages
 
-    def fetch(self, index_url: str, project: str) -> tuple[IndexFile, ...] | None:
+    def fetch(
+        self, index_url: str, project: str, versions: Sequence[str] = ()
+    ) -> tuple[IndexFile, ...] | None:
         self.fetches += 1
         return self.pages.get((index_url, project))
 
