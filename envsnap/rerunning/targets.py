@@ -228,7 +228,7 @@ def rerun_everywhere(
     with its error, and the others go on. Ctrl-C stops every rerun (their containers killed,
     their jobs cancelled) and is an InterruptError naming what was recorded."""
     import threading
-    from concurrent.futures import ThreadPoolExecutor, wait
+    from concurrent.futures import Future, ThreadPoolExecutor, wait
 
     from envsnap.errors import EnvsnapError, InterruptError
 
@@ -249,8 +249,9 @@ def rerun_everywhere(
             return TargetRun(label=target.label, error=str(exc))
 
     with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
-        futures = [pool.submit(one, target) for target in targets]
+        futures: list[Future[TargetRun]] = []
         try:
+            futures.extend(pool.submit(one, target) for target in targets)
             runs = [future.result() for future in futures]
         except KeyboardInterrupt:
             cancel.cancel()
