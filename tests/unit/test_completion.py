@@ -9,10 +9,30 @@ import click
 import pytest
 
 from envsnap.cli import cli
-from envsnap.completion import run_candidates
+from envsnap.completion import run_candidates, target_candidates
 from envsnap.store import Store
 from envsnap.version import checkout_commit, version_text
 from tests.conftest import sample_manifest
+
+
+class TestTargetCompletion:
+    def test_built_in_and_configured_targets(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--on completes to the built-in docker, kubernetes and slurm and to each table,
+        with its engine as help."""
+        (tmp_path / "pyproject.toml").write_text(
+            '[tool.envsnap.targets.k8s]\nengine = "kubernetes"\nnamespace = "ml"\n'
+        )
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("ENVSNAP_STORE", raising=False)
+        assert [name for name, _ in target_candidates("")] == [
+            "docker",
+            "k8s",
+            "kubernetes",
+            "slurm",
+        ]
+        assert target_candidates("k8") == [("k8s", "kubernetes target")]
 
 
 class TestRunCompletion:
