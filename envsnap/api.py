@@ -388,20 +388,24 @@ def collect(
     ws = workspace(store)
     slurm = Slurm(ws.env)
     found: list[Collected] = []
+    said: set[tuple[str, str, str]] = set()  # a job kept after an error is said once
     while True:
-        batch = collect_jobs(
-            ws.store,
-            slurm,
-            config=ws.config,
-            on_job=None if wait else on_job,
-        )
-        ended = [c for c in batch if c.state != "running"]
-        found.extend(ended)
-        if wait and on_job is not None:
-            for item in ended:
+        running: list[Collected] = []
+        for item in collect_jobs(ws.store, slurm, config=ws.config):
+            if item.state == "running":
+                running.append(item)
+                continue
+            key = (item.job_id, item.original, item.detail)
+            if item.state == "error" and key in said:
+                continue
+            said.add(key)
+            found.append(item)
+            if on_job is not None:
                 on_job(item)
-        running = [c for c in batch if c.state == "running"]
         if not wait or not running:
+            if on_job is not None:
+                for item in running:
+                    on_job(item)
             return found + running
         time.sleep(poll_s)
 
@@ -563,12 +567,11 @@ def matrix(
     on_build_line: Callable[[str], None] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> Matrix:
-    """Rerun a recorded run on every target ``on`` names, one after another, and put what each
+    """Rerun a recorded run on every target ``on`` names, all at once, and put what each
     drifted in one matrix. Every target is resolved before the first rerun starts; a target
     whose rerun fails becomes a column with its error, and the others still run."""
     from envsnap.drift.matrix import TargetResult, build_matrix
-    from envsnap.errors import EnvsnapError, InterruptError
-    from envsnap.rerunning.targets import resolve_targets
+    from envsnap.rerunning.targets import rerun_everywhere, resolve_targets
     from envsnap.store import open_run as open_stored
 
     ws = workspace(store)
@@ -592,24 +595,13 @@ def matrix(
         echo=echo,
         record=run,
     )
-    results = []
-    for target in targets:
-        if on_target is not None:
-            on_target(target.label)
-        try:
-            outcome = target.rerun(request)
-        except EnvsnapError as exc:
-            if isinstance(exc, InterruptError):
-                raise
-            results.append(TargetResult(name=target.label, error=str(exc)))
-            continue
-        if outcome.interrupted:  # Ctrl-C stops the matrix, not only the target's rerun
-            raise InterruptError(
-                f"the matrix was interrupted during the rerun on {target.label} (run "
-                f"{outcome.rerun} recorded it); the targets after it did not run"
-            )
-        results.append(_target_result(ws, target.label, outcome))
-    return build_matrix(stored.manifest, stored.result, results, fail_on=fail_on)
+    results = [
+        _target_result(ws, run.label, run.outcome)
+        if run.outcome is not None
+        else TargetResult(name=run.label, error=run.error)
+        for run in rerun_everywhere(targets, request, on_target=on_target)
+    ]
+    return build_matrix(stored.manifest, stored.result, results, fail_on=fail_on, sequential=False)
 
 
 def rerun_matrix(

@@ -601,7 +601,8 @@ def collect(wait: bool, fail_on: str, store_dir: Path | None, as_json: bool) -> 
 
     Each ended job's new run joins the store and its report is printed; jobs still queued or
     running are listed and left. Exit 1 when a collected rerun did not reproduce (or recorded no
-    run), 0 otherwise.
+    run), 2 when a job could not be collected (it is kept, and the others are collected), 0
+    otherwise.
     """
     import json
 
@@ -633,6 +634,8 @@ def collect(wait: bool, fail_on: str, store_dir: Path | None, as_json: bool) -> 
             )
         elif item.state == "running":
             click.echo(f"{where}: still {item.detail}")
+        elif item.state == "error":
+            click.echo(f"envsnap: error: {where}: {item.detail}", err=True)
         else:
             click.echo(f"{where}: failed: {item.detail}")
 
@@ -647,7 +650,8 @@ def collect(wait: bool, fail_on: str, store_dir: Path | None, as_json: bool) -> 
         for c in found
         if c.state == "failed" or (c.outcome is not None and c.outcome.failed(fail_on))  # type: ignore[arg-type]
     ]
-    raise SystemExit(EXIT_DRIFT if failed else EXIT_OK)
+    errored = any(c.state == "error" for c in found)
+    raise SystemExit(EXIT_ERROR if errored else EXIT_DRIFT if failed else EXIT_OK)
 
 
 def _write_page(path: Path, page: str) -> None:
@@ -672,6 +676,7 @@ def _write_page(path: Path, page: str) -> None:
     multiple=True,
     required=True,
     metavar="NAME[:CONTEXT]",
+    shell_complete=complete_target,
     help="A target to rerun on (repeatable; see rerun --on).",
 )
 @rerun_options
@@ -706,7 +711,7 @@ def matrix(
     store_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Rerun a run on every --on target, one after another, and report one drift matrix.
+    """Rerun a run on every --on target at once and report one drift matrix.
 
     Exit 1 when any target drifted at or above --fail-on, 2 when a target could not rerun.
     """

@@ -540,6 +540,11 @@ class Engine:
             process.kill()
             self._force_remove(name)
 
+    def kill_container(self, name: str) -> None:
+        """Kill a running container (a rerun cancelled from another thread); its files stay
+        for ``run_isolated`` to copy out."""
+        self._call(("kill", name))
+
     def _force_remove(self, name: str) -> None:
         result = self._call(("rm", "--force", name))
         if result.code != 0 and NO_SUCH_CONTAINER not in result.stderr.lower():

@@ -703,23 +703,33 @@ class KubernetesTarget:
         connect = self.connect or connect_official
         jobs = KubernetesJobs(connect(self.config, request.env), clock=self.clock, sleep=self.sleep)
         namespace = self.config.namespace
+        cancel = request.cancel  # a matrix's Ctrl-C, seen by its main thread
+        if cancel is not None and cancel.cancelled.is_set():
+            raise InterruptError(f"the rerun on {self.label} was cancelled before it started")
         name = jobs.submit(job)
+        if cancel is not None:
+            cancel.register(lambda: jobs.delete(name, namespace))
         self._say(
             request,
             f"envsnap: submitted Kubernetes Job {name} in namespace {namespace}; waiting for it "
             f"to end (kubectl logs -f job/{name} -n {namespace} follows its output)",
         )
         timeout = request.options.timeout_s
+        stopped = InterruptError(
+            f"the rerun was interrupted (Ctrl-C), and its Kubernetes Job {name} in namespace "
+            f"{namespace} was deleted before it recorded a run"
+        )
         try:
             ended = jobs.wait(
                 name, namespace, None if timeout is None else timeout + DEADLINE_GRACE_S
             )
         except KeyboardInterrupt:
             jobs.delete(name, namespace)
-            raise InterruptError(
-                f"the rerun was interrupted (Ctrl-C), and its Kubernetes Job {name} in "
-                f"namespace {namespace} was deleted before it recorded a run"
-            ) from None
+            raise stopped from None
+        except KubernetesError:
+            if cancel is not None and cancel.cancelled.is_set():
+                raise stopped from None  # the canceller deleted it: the watch saw it go
+            raise
         return self._finish(request, ended, image, image_id)
 
     # --- the steps ---

@@ -10,11 +10,14 @@ Back on the host the new run joins the store and is compared with the original.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING
 from envsnap.capturing.redact import REDACTED
 from envsnap.drift.outcome import RerunOutcome
 from envsnap.drift.rules import MetricTolerance
-from envsnap.errors import EnvsnapError, UsageError
+from envsnap.errors import EnvsnapError, InterruptError, UsageError
 from envsnap.image.plan import CODE_DIR
 from envsnap.manifest import Gpu, Manifest, Result
 from envsnap.store import CODE_ARCHIVE, Store
@@ -88,6 +91,38 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class GpuError(UsageError):
     """GPUs were asked for (or the run needs them) and this host cannot provide them."""
+
+
+class Cancellation:
+    """Ctrl-C for reruns that run in threads (a matrix's): only the main thread sees the
+    interrupt, so it calls ``cancel()``, and each rerun has registered how to stop its work
+    (kill its container, cancel its job). A rerun registered after the cancel is stopped at
+    once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stoppers: list[Callable[[], None]] = []
+        self.cancelled = threading.Event()
+
+    def register(self, stop: Callable[[], None]) -> None:
+        with self._lock:
+            self._stoppers.append(stop)
+            late = self.cancelled.is_set()
+        if late:
+            _quietly(stop)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled.set()
+            stoppers = list(self._stoppers)
+        for stop in stoppers:
+            _quietly(stop)
+
+
+def _quietly(stop: Callable[[], None]) -> None:
+    # Stopping is best effort: a container already gone, a job already ended.
+    with contextlib.suppress(Exception):
+        stop()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,23 +373,32 @@ def rerun_run(
     on_output: Callable[[str], None] | None = None,
     on_build_line: Callable[[str], None] | None = None,
     echo: Callable[[str], None] | None = None,
+    prepare_lock: AbstractContextManager[object] | None = None,
+    cancel: Cancellation | None = None,
 ) -> RerunOutcome:
-    """Rerun a stored run in its image on ``engine`` and compare the new run with it."""
+    """Rerun a stored run in its image on ``engine`` and compare the new run with it.
+    ``prepare_lock`` is held while the image is got; ``cancel`` (a matrix's Ctrl-C) kills the
+    container, and the rerun is then recorded as interrupted."""
     engine.info()  # the daemon answers, before anything is built or checked out
     engine_name = engine.describe()
-    job = prepare_rerun(
-        stored,
-        store,
-        engine,
-        build=build,
-        options=options,
-        repo_root=repo_root,
-        cwd=cwd,
-        env=env,
-        engine_name=engine_name,
-        on_build_line=on_build_line,
-        echo=echo,
-    )
+    with prepare_lock or contextlib.nullcontext():
+        if cancel is not None and cancel.cancelled.is_set():
+            raise InterruptError(f"the rerun on {engine_name} was cancelled before it started")
+        job = prepare_rerun(
+            stored,
+            store,
+            engine,
+            build=build,
+            options=options,
+            repo_root=repo_root,
+            cwd=cwd,
+            env=env,
+            engine_name=engine_name,
+            on_build_line=on_build_line,
+            echo=echo,
+        )
+    if cancel is not None:
+        cancel.register(lambda: engine.kill_container(job.name))
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
 
     def take(line: str) -> None:
@@ -377,11 +421,12 @@ def rerun_run(
         timeout=options.timeout_s,
         on_output=take,
     )
+    interrupted = ran.interrupted or (cancel is not None and cancel.cancelled.is_set())
     came_back = ContainerRun(
         archive=ran.archive,
-        exit_code=EXIT_INTERRUPTED if ran.interrupted else ran.exit_code,
-        timed_out=ran.timed_out,
-        interrupted=ran.interrupted,
+        exit_code=EXIT_INTERRUPTED if interrupted else ran.exit_code,
+        timed_out=ran.timed_out and not interrupted,
+        interrupted=interrupted,
         tail=tuple(tail),
     )
     return finish_rerun(

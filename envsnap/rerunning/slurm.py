@@ -92,6 +92,10 @@ class SlurmError(EnvsnapError):
     """Slurm refused or failed a request (sbatch, scontrol, scancel)."""
 
 
+class SlurmUnreachableError(SlurmError):
+    """The cluster's CLI is missing, does not answer, or cannot read job states."""
+
+
 # --- the scheduler -------------------------------------------------------------------------------
 
 
@@ -128,17 +132,19 @@ class Slurm:
         try:
             result = self.runner.call(argv, env or self.env, _CALL_TIMEOUT_S)
         except FileNotFoundError:
-            raise SlurmError(
+            raise SlurmUnreachableError(
                 f"{argv[0]} is not on this host's PATH, so envsnap cannot reach a Slurm cluster",
                 hint="run envsnap on a login node of the cluster (where sbatch works)",
             ) from None
         except subprocess.TimeoutExpired:
-            raise SlurmError(
+            raise SlurmUnreachableError(
                 f"{argv[0]} did not answer within {_CALL_TIMEOUT_S:g} s",
                 hint="check the cluster's controller (scontrol ping)",
             ) from None
         except OSError as exc:
-            raise SlurmError(f"{argv[0]} could not run ({exc.strerror or exc})") from None
+            raise SlurmUnreachableError(
+                f"{argv[0]} could not run ({exc.strerror or exc})"
+            ) from None
         return result.code, result.stdout, result.stderr
 
     def submit(self, script: Path, env: Mapping[str, str]) -> str:
@@ -160,7 +166,9 @@ class Slurm:
         if code != 0:
             if "invalid job id" in (err + out).lower():
                 return None
-            raise SlurmError(f"scontrol could not read job {job_id}: {_one_line(err or out)}")
+            raise SlurmUnreachableError(
+                f"scontrol could not read job {job_id}: {_one_line(err or out)}"
+            )
         fields = parse_job_fields(out)
         return JobStatus(
             job_id=job_id,
@@ -275,7 +283,10 @@ class SubmittedJob:
     target: str
 
 
-CollectState = Literal["running", "collected", "failed"]
+# running: left for later; collected: a new run joined the store; failed: the job ended without
+# recording a run (said, and its directory removed); error: the job could not be collected now
+# (a damaged job record, its original run gone), kept as it is.
+CollectState = Literal["running", "collected", "failed", "error"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,8 +316,14 @@ class SlurmTarget:
 
     def rerun(self, request: RerunRequest) -> RerunOutcome:
         """Submit, wait for the job to end (its output streamed), and collect it."""
-        submitted = self.submit(request)
+        with request.prepare_lock:
+            if request.cancel is not None and request.cancel.cancelled.is_set():
+                raise InterruptError(f"the rerun on {self.label} was cancelled before it started")
+            submitted = self.submit(request)
         slurm = Slurm(request.env, self.runner)
+        cancel = request.cancel
+        if cancel is not None:
+            cancel.register(lambda: slurm.cancel(submitted.job_id))
         return wait_for_job(
             submitted,
             request.store,
@@ -315,6 +332,7 @@ class SlurmTarget:
             poll_s=self.poll_s,
             on_output=request.on_output,
             on_state=request.on_output,
+            cancelled=cancel.cancelled.is_set if cancel is not None else None,
         )
 
     def submit(self, request: RerunRequest) -> SubmittedJob:
@@ -505,9 +523,11 @@ def wait_for_job(
     on_output: Callable[[str], None] | None = None,
     on_state: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    cancelled: Callable[[], bool] | None = None,
 ) -> RerunOutcome:
-    """Wait for a submitted job to end, streaming its output, then collect it. Ctrl-C cancels
-    the job and collects what it recorded as interrupted."""
+    """Wait for a submitted job to end, streaming its output, then collect it. Ctrl-C (or
+    ``cancelled``, a matrix's Ctrl-C, whose canceller scancels the job from the main thread)
+    cancels the job and collects what it recorded as interrupted."""
     output = _OutputFollower(submitted.directory / OUTPUT_FILE)
     said = ""
     interrupted = False
@@ -531,6 +551,7 @@ def wait_for_job(
                 break
             sleep(poll_s)
     output.pump(on_output)
+    interrupted = interrupted or (cancelled is not None and cancelled())
     collected = collect_job(
         submitted.directory, store, slurm, config=config, interrupted=interrupted, sleep=sleep
     )
@@ -582,16 +603,18 @@ def collect_jobs(
     slurm: Slurm,
     *,
     config: Config,
-    on_job: Callable[[Collected], None] | None = None,
 ) -> list[Collected]:
     """Every job in the store: a finished one is collected (its new run joins the store and is
     compared, or its failure is said) and its directory removed; a running one is left."""
     found = []
     for directory in store.job_dirs():
-        collected = collect_job(directory, store, slurm, config=config)
+        try:
+            collected = collect_job(directory, store, slurm, config=config)
+        except SlurmUnreachableError:
+            raise  # the cluster does not answer: nothing else can be collected either
+        except EnvsnapError as exc:  # one job that cannot be collected hides no other
+            collected = _unreadable(directory, exc)
         found.append(collected)
-        if on_job is not None:
-            on_job(collected)
     return found
 
 
@@ -684,6 +707,14 @@ def _finish(
             raise
         return _collected(record, "failed", stopped or exc.message)
     return _collected(record, "collected", outcome=outcome)
+
+
+def _unreadable(directory: Path, exc: EnvsnapError) -> Collected:
+    try:
+        record = JobRecord.read(directory / JOB_FILE)
+    except SlurmError:
+        record = JobRecord(original=directory.name[:22], target="?")
+    return _collected(record, "error", f"{exc.message} (the job is kept in {directory})")
 
 
 def _collected(

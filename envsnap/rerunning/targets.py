@@ -5,12 +5,14 @@ Kubernetes in kubernetes.py."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from envsnap.errors import UsageError
+from envsnap.rerunning.rerun import Cancellation
 
 if TYPE_CHECKING:
     from envsnap.config import Config, TargetConfig
@@ -44,6 +46,12 @@ class RerunRequest:
     on_output: Callable[[str], None] | None = None
     on_build_line: Callable[[str], None] | None = None
     echo: Callable[[str], None] | None = None
+    # A matrix's reruns run at once, but get their images one at a time (two builds of one
+    # environment on one engine would race), and are stopped through ``cancel`` on Ctrl-C.
+    prepare_lock: contextlib.AbstractContextManager[object] = field(
+        default_factory=contextlib.nullcontext
+    )
+    cancel: Cancellation | None = None
 
 
 class Target(Protocol):
@@ -108,6 +116,8 @@ class DockerTarget:
             on_output=request.on_output,
             on_build_line=request.on_build_line,
             echo=request.echo,
+            prepare_lock=request.prepare_lock,
+            cancel=request.cancel,
         )
 
 
@@ -219,3 +229,78 @@ def _configured_hint(targets: Mapping[str, TargetConfig]) -> str:
         f"configured targets: {listed}; --on docker is the local engine, --on slurm this host's "
         "Slurm cluster, --on kubernetes the current kubeconfig context's cluster"
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetRun:
+    """What one target of a matrix gave back: its rerun, or the sentence of its error."""
+
+    label: str
+    outcome: RerunOutcome | None = None
+    error: str = ""
+
+
+def rerun_everywhere(
+    targets: Sequence[Target],
+    request: RerunRequest,
+    *,
+    on_target: Callable[[str], None] | None = None,
+) -> list[TargetRun]:
+    """Rerun on every target at once, one thread each (the engines and the scheduler do the
+    work; the threads wait). Images are got one target at a time (``prepare_lock``); each
+    target's output lines are prefixed with its name. A target whose rerun fails is a TargetRun
+    with its error, and the others go on. Ctrl-C stops every rerun (their containers killed,
+    their jobs cancelled) and is an InterruptError naming what was recorded."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from envsnap.errors import EnvsnapError, InterruptError
+
+    cancel = Cancellation()
+    lock = threading.Lock()
+
+    def one(target: Target) -> TargetRun:
+        sink = request.on_output
+        prefixed = None if sink is None else _prefixed(sink, target.label)
+        asked = replace(request, on_output=prefixed, prepare_lock=lock, cancel=cancel)
+        if on_target is not None:
+            on_target(target.label)
+        try:
+            return TargetRun(label=target.label, outcome=target.rerun(asked))
+        except InterruptError as exc:
+            return TargetRun(label=target.label, error=str(exc))
+        except EnvsnapError as exc:
+            return TargetRun(label=target.label, error=str(exc))
+
+    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        futures = [pool.submit(one, target) for target in targets]
+        try:
+            runs = [future.result() for future in futures]
+        except KeyboardInterrupt:
+            cancel.cancel()
+            wait(futures)
+            recorded = [
+                f"{f.result().label}: run {f.result().outcome.rerun}"  # type: ignore[union-attr]
+                for f in futures
+                if f.exception() is None and f.result().outcome is not None
+            ]
+            raise InterruptError(
+                "the matrix was interrupted; every target's rerun was stopped"
+                + (f" (recorded as interrupted: {', '.join(recorded)})" if recorded else "")
+            ) from None
+    interrupted = [r for r in runs if r.outcome is not None and r.outcome.interrupted]
+    if interrupted:  # Ctrl-C reached a rerun's own process: it stops the matrix too
+        first = interrupted[0]
+        assert first.outcome is not None
+        raise InterruptError(
+            f"the matrix was interrupted during the rerun on {first.label} (run "
+            f"{first.outcome.rerun} recorded it)"
+        )
+    return runs
+
+
+def _prefixed(sink: Callable[[str], None], label: str) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        sink(f"[{label}] {line}")
+
+    return say

@@ -1,7 +1,8 @@
-"""The drift matrix on two real docker targets: ``a``, the local engine, and ``b``, host B (a
+"""The drift matrix on three real targets at once: ``a``, the local docker engine; ``b``, host B (a
 second engine that shares no image with A), whose data mapping points at a changed copy of the
-data file. Captured in the base image, built and pushed, then ``envsnap matrix RUN --on a --on b``
-from the workstation's repository."""
+data file; and ``s``, the one-node Slurm cluster (partition debug, its node running host A's
+engine). Captured in the base image, built and pushed, then ``envsnap matrix RUN --on a --on b
+--on s`` from the workstation's repository."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tests.integration.docker_env import (
     docker_cli,
     host_b,
     registry_base,
+    slurm_partitions,
 )
 
 pytestmark = pytest.mark.integration
@@ -58,7 +60,8 @@ def _targets(changed: Path) -> str:
         '[project]\nname = "train-logreg"\nversion = "0"\n\n'
         '[tool.envsnap.targets.a]\nengine = "docker"\n\n'
         f'[tool.envsnap.targets.b]\nengine = "docker"\ndocker-host = "{host_b()}"\n'
-        f'data = {{"data/train.csv" = "{changed}"}}\n'
+        f'data = {{"data/train.csv" = "{changed}"}}\n\n'
+        '[tool.envsnap.targets.s]\nengine = "slurm"\npartition = "debug"\n'
     )
 
 
@@ -67,6 +70,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """The example with targets a and b committed in its pyproject.toml, captured in the base
     image, its image built and pushed, its record pushed; b's data is the example's with one
     value changed."""
+    assert "debug" in slurm_partitions()
     mnt = tmp_path_factory.mktemp("hostb-data")
     root = tmp_path_factory.mktemp("workstation") / "project"
     example_project(root, {"pyproject.toml": _targets(mnt / "train.csv")})
@@ -125,11 +129,11 @@ class Matrixed:
 
 @pytest.fixture(scope="module")
 def matrixed(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Matrixed:
-    """``envsnap matrix RUN --on a --on b --json --html PAGE``, run once for the module."""
+    """``envsnap matrix RUN --on a --on b --on s --json --html PAGE``, run once for the module."""
     page = tmp_path_factory.mktemp("page") / "matrix.html"
     done = _cli(
-        fleet.workstation, "matrix", fleet.run_id, "--on", "a", "--on", "b", "--json",
-        "--html", str(page),
+        fleet.workstation, "matrix", fleet.run_id, "--on", "a", "--on", "b", "--on", "s",
+        "--json", "--html", str(page),
     )  # fmt: skip
     return Matrixed(done=done, page=page)
 
@@ -158,20 +162,26 @@ class TestMatrixOnTwoEngines:
     def test_column_b_shows_data_and_metric_drift_and_a_reproduces(
         self, fleet: Fleet, matrixed: Matrixed
     ) -> None:
-        """Exit 1; a reproduced with nothing breaking; b names the data's hash and the metrics
-        it moves, and no other breaking field; b ran on host B; --json cells are the page's."""
+        """Exit 1; a and s reproduced with nothing breaking; b names the data's hash and the
+        metrics it moves, and no other breaking field; b ran on host B, s as a Slurm job; the
+        reruns ran at once; --json cells are the page's."""
         done = matrixed.done
         assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
         data = json.loads(done.stdout)
-        assert [c["name"] for c in data["columns"]] == ["original", "a", "b"]
-        original, a, b = data["columns"]
+        assert [c["name"] for c in data["columns"]] == ["original", "a", "b", "s"]
+        original, a, b, s = data["columns"]
         assert original["run_id"] == fleet.run_id
-        assert a["verdict"] == "reproduced" and a["max_severity"] != "breaking"
+        assert data["sequential"] is False
+        for column in (a, s):
+            assert column["verdict"] == "reproduced" and column["max_severity"] != "breaking"
         assert b["verdict"] == "not reproduced" and b["max_severity"] == "breaking"
         assert b["host"]["engine"].startswith("envsnap-hostb ")
         assert "(the local engine)" in a["host"]["engine"]
+        assert s["host"]["engine"].startswith("slurm:debug job ")
+        assert "[s] " in done.stderr and "[b] " in done.stderr  # output named by target
         rows = data["rows"]
         assert all(r["cells"][1]["severity"] != "breaking" for r in rows)
+        assert all(r["cells"][3]["severity"] != "breaking" for r in rows)
         b_breaking = {
             (r["kind"], r["name"]) for r in rows if r["cells"][2]["severity"] == "breaking"
         }

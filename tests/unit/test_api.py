@@ -1,9 +1,13 @@
-"""The library API's matrix: every target asked in turn, a failing target kept as a column, and
+"""The library API's matrix: every target asked at once, a failing target kept as a column, and
 Ctrl-C stopping the whole matrix."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +109,67 @@ class TestMatrix:
         assert matrix.columns[1].error == "the docker daemon is not running."
         assert matrix.columns[2].verdict == "reproduced"
 
-    def test_ctrl_c_stops_the_matrix(self, original: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        """An interrupted rerun is an InterruptError naming the target; later ones never run."""
-        _fleet(monkeypatch, _Fake("a", interrupted=True), _Fake("b", fail="must not run"))
+    def test_an_interrupted_rerun_stops_the_matrix(
+        self, original: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rerun its own process saw interrupted is an InterruptError naming the target."""
+        _fleet(monkeypatch, _Fake("a", interrupted=True), _Fake("b"))
         with pytest.raises(InterruptError, match="during the rerun on a"):
             api.matrix(original, on=["a", "b"])
+
+    def test_targets_run_at_once_with_their_output_named(
+        self, original: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Both reruns wait for each other at a barrier (sequential reruns would time out);
+        each line of output carries its target's name; images are got one at a time."""
+        barrier = threading.Barrier(2, timeout=10)
+        preparing: list[str] = []
+
+        @dataclass(frozen=True)
+        class Meeting(_Fake):
+            def rerun(self, request: RerunRequest) -> RerunOutcome:
+                with request.prepare_lock:
+                    preparing.append(f"+{self.label}")
+                    time.sleep(0.05)
+                    preparing.append(f"-{self.label}")
+                barrier.wait()
+                assert request.on_output is not None
+                request.on_output("hello")
+                return super().rerun(request)
+
+        _fleet(monkeypatch, Meeting("a"), Meeting("b"))
+        lines: list[str] = []
+        matrix = api.matrix(original, on=["a", "b"], on_output=lines.append)
+        assert [c.verdict for c in matrix.targets] == ["reproduced", "reproduced"]
+        assert sorted(lines) == ["[a] hello", "[b] hello"]
+        assert [p[0] for p in preparing] == ["+", "-", "+", "-"]  # never two at once
+
+    def test_ctrl_c_cancels_every_running_rerun(
+        self, original: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C in the main thread: each rerun's registered canceller is called (its
+        container killed, its job cancelled), the threads end, and the matrix is an
+        InterruptError."""
+        stopped: list[str] = []
+        started = threading.Barrier(3, timeout=10)
+
+        @dataclass(frozen=True)
+        class Long(_Fake):
+            def rerun(self, request: RerunRequest) -> RerunOutcome:
+                done = threading.Event()
+                assert request.cancel is not None
+                request.cancel.register(lambda: (stopped.append(self.label), done.set()))
+                started.wait()
+                assert done.wait(10), "never cancelled"
+                return dataclasses.replace(super().rerun(request), interrupted=True)
+
+        _fleet(monkeypatch, Long("a"), Long("b"))
+
+        def interrupt_soon() -> None:
+            started.wait()
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: to the process, run in main
+
+        threading.Thread(target=interrupt_soon, daemon=True).start()
+        with pytest.raises(InterruptError, match="every target's rerun was stopped"):
+            api.matrix(original, on=["a", "b"])
+        assert sorted(stopped) == ["a", "b"]

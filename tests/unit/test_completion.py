@@ -16,23 +16,32 @@ from tests.conftest import sample_manifest
 
 
 class TestTargetCompletion:
-    def test_built_in_and_configured_targets(
+    def test_built_in_targets_and_the_projects_tables(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """--on completes to the built-in docker, kubernetes and slurm and to each table,
-        with its engine as help."""
+        """--on completes to docker, kubernetes, slurm and every [tool.envsnap.targets] table,
+        with its engine as help; a prefix narrows them."""
         (tmp_path / "pyproject.toml").write_text(
-            '[tool.envsnap.targets.k8s]\nengine = "kubernetes"\nnamespace = "ml"\n'
+            '[tool.envsnap.targets.h100]\nengine = "slurm"\npartition = "gpu"\n'
+            '[tool.envsnap.targets.hostb]\nengine = "docker"\n'
         )
         monkeypatch.chdir(tmp_path)
-        monkeypatch.delenv("ENVSNAP_STORE", raising=False)
-        assert [name for name, _ in target_candidates("")] == [
-            "docker",
-            "k8s",
-            "kubernetes",
-            "slurm",
+        assert target_candidates("") == [
+            ("docker", "the local docker engine"),
+            ("h100", "slurm target"),
+            ("hostb", "docker target"),
+            ("kubernetes", "the current kubeconfig context's cluster"),
+            ("slurm", "this host's Slurm cluster"),
         ]
-        assert target_candidates("k8") == [("k8s", "kubernetes target")]
+        assert [name for name, _ in target_candidates("h")] == ["h100", "hostb"]
+
+    def test_a_broken_configuration_completes_the_built_in_ones(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A table with an unknown engine: no error in the prompt, the built-in targets."""
+        (tmp_path / "pyproject.toml").write_text('[tool.envsnap.targets.x]\nengine = "lsf"\n')
+        monkeypatch.chdir(tmp_path)
+        assert [name for name, _ in target_candidates("")] == ["docker", "kubernetes", "slurm"]
 
 
 class TestRunCompletion:

@@ -26,7 +26,7 @@ from envsnap.rerunning.kubernetes import (
     validate_job,
 )
 from envsnap.rerunning.kubernetes_config import DataVolume, KubernetesConfig, VolumeSource
-from envsnap.rerunning.rerun import RerunOptions
+from envsnap.rerunning.rerun import Cancellation, RerunOptions
 from envsnap.rerunning.targets import RerunRequest
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
@@ -326,6 +326,34 @@ class TestRerun:
         [(name, namespace, policy)] = batch.deleted
         assert (namespace, policy) == ("ml", "Background")
         assert name.startswith(f"envsnap-rerun-{RUN}-")
+
+    def test_a_matrix_cancel_deletes_the_job(
+        self, k8s: Any, tmp_path: Path, fake: FakeRegistry
+    ) -> None:
+        """In a matrix only the main thread sees Ctrl-C: its cancel deletes the Job, and the
+        watch seeing it go is an InterruptError, not an error of the target; a cancel before
+        the Job was submitted submits none."""
+        stored = stored_run(tmp_path / "store")
+        repository = f"{fake.host}/team/runs"
+        push_run(stored, repository, RegistryOptions(env=registry_env(tmp_path)))
+        client, batch = cluster(k8s, ended=job_status(k8s), pods=None)
+        cancel = Cancellation()
+
+        def cancelled(func: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            cancel.cancel()  # as the matrix's main thread would, meanwhile
+            yield {"type": "DELETED", "object": job_status(k8s)}
+
+        client.watch().stream = cancelled  # type: ignore[attr-defined]
+        asked = dataclasses.replace(
+            request(tmp_path, stored, Store(tmp_path / "store"), record=f"{repository}:{RUN}"),
+            cancel=cancel,
+        )
+        with pytest.raises(InterruptError, match="was deleted before it recorded a run"):
+            target(client).rerun(asked)
+        assert [namespace for _, namespace, _ in batch.deleted] == ["ml"]
+        with pytest.raises(InterruptError, match="cancelled before it started"):
+            target(client).rerun(asked)
+        assert len(batch.created) == 1
 
     @pytest.mark.parametrize(
         ("options", "build", "words"),

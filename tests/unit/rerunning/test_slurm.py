@@ -435,3 +435,50 @@ class TestCollect:
         slurm = Slurm({}, FakeRunner({"scontrol": [_state("COMPLETED")]}))
         with pytest.raises(SlurmError, match="cannot be read"):
             collect_job(job, store, slurm, config=Config())
+
+
+class TestCollectMany:
+    def test_a_damaged_job_hides_no_other(self, store: Store, tmp_path: Path) -> None:
+        """A job whose record is damaged is an error kept in place; the finished job beside it
+        is collected."""
+        from envsnap.rerunning.slurm import collect_jobs
+
+        good = _job_dir(store, tmp_path)
+        (good / STORE_ARCHIVE).write_bytes(
+            _container_store(tmp_path / "scratch", "20261201-000000-abcdef")
+        )
+        (good / EXIT_FILE).write_text("0\n")
+        bad = store.new_job("20261122-163012-a1b2c3-ffffffff", lambda _: {JOB_FILE: b"not toml ["})
+        slurm = Slurm({}, FakeRunner({"scontrol": [_state("COMPLETED")]}))
+        found = {c.state: c for c in collect_jobs(store, slurm, config=Config())}
+        assert sorted(found) == ["collected", "error"]
+        assert "cannot be read" in found["error"].detail and str(bad) in found["error"].detail
+        assert store.job_dirs() == [bad]
+
+    def test_a_job_whose_original_run_is_gone_is_kept(self, store: Store, tmp_path: Path) -> None:
+        """gc removed the original: an error naming it, the job kept for when it is back."""
+        from envsnap.rerunning.slurm import collect_jobs
+
+        job = _job_dir(store, tmp_path)
+        (job / STORE_ARCHIVE).write_bytes(
+            _container_store(tmp_path / "scratch", "20261201-000000-abcdef")
+        )
+        (job / EXIT_FILE).write_text("0\n")
+        store.remove_run("20261122-163012-a1b2c3")
+        slurm = Slurm({}, FakeRunner({"scontrol": [_state("COMPLETED")]}))
+        (collected,) = collect_jobs(store, slurm, config=Config())
+        assert collected.state == "error" and "20261122-163012-a1b2c3" in collected.detail
+        assert store.job_dirs() == [job]
+
+    def test_a_cluster_that_does_not_answer_stops_the_collect(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """scontrol failing is the cluster's fault, not the job's: one sentence, nothing lost."""
+        from envsnap.rerunning.slurm import SlurmUnreachableError, collect_jobs
+
+        job = _job_dir(store, tmp_path)
+        down = CallResult(1, "", "slurm_load_jobs error: Unable to contact slurm controller")
+        slurm = Slurm({}, FakeRunner({"scontrol": [down]}))
+        with pytest.raises(SlurmUnreachableError, match="Unable to contact slurm controller"):
+            collect_jobs(store, slurm, config=Config())
+        assert store.job_dirs() == [job]
