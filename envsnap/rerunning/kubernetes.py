@@ -1,5 +1,10 @@
 """The Kubernetes rerun target: a recorded run as a ``batch/v1`` Job, and the Job waited on.
 
+``KubernetesTarget`` (``--on kubernetes[:CONTEXT]``, or a table with ``engine = "kubernetes"``
+read by kubernetes_config.py) checks the run's record is in its registry, renders and submits
+the Job, waits on it (``KubernetesJobs``, through a client seam), pulls the new run's record
+into the store and compares it; ``render`` is ``--dry-run``'s Job.
+
 Nothing of this machine reaches the cluster but the Job itself; the run record and the new
 run's record travel through the registry (``envsnap push``/``pull``), the image is pulled by the
 digest the record's ``image.toml`` names. The pod, in order:
