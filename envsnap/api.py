@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -277,6 +278,7 @@ def rerun(
     store: Path | str | None = None,
     on: str = "",
     partition: str = "",
+    namespace: str = "",
     gpus: str = "",
     timeout_s: float | None = None,
     rtol: float | None = None,
@@ -296,7 +298,10 @@ def rerun(
     else on the docker engine the environment names (``DOCKER_HOST``: this host or another).
     ``env_values`` supplies variables whose values were redacted at capture; ``data`` maps
     recorded data paths to paths on the engine's host (``"data/x.csv=/mnt/x.csv"``);
-    ``partition`` overrides a Slurm target's. A Slurm rerun waits for its job."""
+    ``partition`` overrides a Slurm target's, ``namespace`` a Kubernetes target's. A Slurm
+    rerun waits for its job; a Kubernetes rerun takes the run from its record in a registry
+    (``run`` given as ``REPOSITORY:<run-id>``, or the target's ``results`` repository) and waits
+    for its Job."""
     target, request = _targeted_request(**locals())  # every argument, passed on as given
     return target.rerun(request)
 
@@ -307,6 +312,7 @@ def submit(
     store: Path | str | None = None,
     on: str = "",
     partition: str = "",
+    namespace: str = "",
     gpus: str = "",
     timeout_s: float | None = None,
     rtol: float | None = None,
@@ -328,6 +334,41 @@ def submit(
 
     assert isinstance(target, SlurmTarget)  # _targeted_request refused any other
     return target.submit(request)
+
+
+def render_rerun_job(
+    run: str,
+    *,
+    store: Path | str | None = None,
+    on: str = "kubernetes",
+    partition: str = "",
+    namespace: str = "",
+    gpus: str = "",
+    timeout_s: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    network: bool = False,
+    env_values: Mapping[str, str] | None = None,
+    data: Sequence[str] = (),
+    base: str = "",
+    allow_unlocked: bool = False,
+    rebuild: bool = False,
+    on_output: Callable[[str], None] | None = None,
+    on_build_line: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``rerun --dry-run``: the ``batch/v1`` Job a rerun on the Kubernetes target ``on`` would
+    submit, checked against the official client's models when it is installed; nothing is
+    submitted and the cluster is not asked, nor the registry (unless ``run`` itself is a
+    registry reference, pulled as for any command). The arguments are rerun's."""
+    target, request = _targeted_request(**locals(), dry_run=True)  # every argument, as given
+    from envsnap.rerunning.kubernetes import KubernetesTarget, validate_job
+
+    assert isinstance(target, KubernetesTarget)  # _targeted_request refused any other
+    job = target.render(request)
+    if importlib.util.find_spec("kubernetes") is not None:
+        validate_job(job)
+    return job
 
 
 def collect(
@@ -375,6 +416,7 @@ def _targeted_request(
     store: Path | str | None,
     on: str,
     partition: str,
+    namespace: str,
     gpus: str,
     timeout_s: float | None,
     rtol: float | None,
@@ -389,10 +431,12 @@ def _targeted_request(
     on_build_line: Callable[[str], None] | None,
     echo: Callable[[str], None] | None,
     detach: bool = False,
+    dry_run: bool = False,
 ) -> tuple[Target, RerunRequest]:
     """The target ``on`` names (the caller's docker engine when none) and what it is asked;
-    with ``detach``, a target that can be left to run (a scheduler's), or a UsageError before
-    the run is opened."""
+    with ``detach``, a target that can be left to run (a scheduler's), with ``dry_run`` a
+    Kubernetes target (whose Job can be shown), or a UsageError before the run is opened."""
+    from envsnap.rerunning.kubernetes import KubernetesTarget
     from envsnap.rerunning.slurm import SlurmTarget
     from envsnap.rerunning.targets import DockerTarget, resolve_target
     from envsnap.store import open_run as open_stored
@@ -400,12 +444,27 @@ def _targeted_request(
     ws = workspace(store)
     if partition and not on:
         raise UsageError("--partition needs --on slurm", hint="add --on slurm")
-    target = resolve_target(on, ws.config.targets, partition=partition) if on else None
+    if namespace and not on:
+        raise UsageError("--namespace needs --on kubernetes", hint="add --on kubernetes")
+    target = (
+        resolve_target(on, ws.config.targets, partition=partition, namespace=namespace)
+        if on
+        else None
+    )
     if detach and not isinstance(target, SlurmTarget):
+        where = (
+            "a Kubernetes cluster" if isinstance(target, KubernetesTarget) else "a docker engine"
+        )
         raise UsageError(
-            f"--detach is for scheduler targets, and --on {on or 'docker'} runs on a docker "
-            "engine, which envsnap waits on",
+            f"--detach is for Slurm targets, and --on {on or 'docker'} runs on {where}, which "
+            "envsnap waits on",
             hint="leave out --detach, or rerun --on slurm",
+        )
+    if dry_run and not isinstance(target, KubernetesTarget):
+        named = f"--on {on} is not a Kubernetes target" if on else "no --on names a target"
+        raise UsageError(
+            f"--dry-run shows the Job a Kubernetes rerun would submit, and {named}",
+            hint="leave out --dry-run, or rerun --on kubernetes",
         )
     stored = open_stored(ws.store, run, pull=registry_puller(ws))
     request = _rerun_request(
@@ -424,6 +483,7 @@ def _targeted_request(
         on_output=on_output,
         on_build_line=on_build_line,
         echo=echo,
+        record=run,
     )
     if target is None:  # the engine the caller's environment names, as before targets
         docker_host, context = ws.env.get("DOCKER_HOST", ""), ws.env.get("DOCKER_CONTEXT", "")
@@ -448,9 +508,12 @@ def _rerun_request(
     on_output: Callable[[str], None] | None,
     on_build_line: Callable[[str], None] | None,
     echo: Callable[[str], None] | None,
+    record: str = "",
 ) -> RerunRequest:
-    """What every target is asked, from the workspace and the command line's options."""
+    """What every target is asked, from the workspace and the command line's options;
+    ``record`` is RUN as given, kept when it names a record in a registry."""
     from envsnap.drift.rules import MetricTolerance
+    from envsnap.registry import record_reference
     from envsnap.rerunning.rerun import RerunOptions, parse_data_options
     from envsnap.rerunning.targets import RerunRequest
 
@@ -477,6 +540,7 @@ def _rerun_request(
         repo_root=ws.repo_root,
         cwd=ws.cwd,
         env=ws.env,
+        record=record if record and record_reference(record) is not None else "",
         on_output=on_output,
         on_build_line=on_build_line,
         echo=echo,
@@ -529,6 +593,7 @@ def matrix(
         on_output=on_output,
         on_build_line=on_build_line,
         echo=echo,
+        record=run,
     )
     results = [
         _target_result(ws, run.label, run.outcome)

@@ -407,7 +407,10 @@ def on_option(func: F) -> F:
         metavar="NAME[:CONTEXT]",
         shell_complete=complete_target,
         help="Rerun on this target ([tool.envsnap.targets.NAME]; docker: the local engine, "
-        "docker:CONTEXT: a docker context; slurm[:PARTITION]: this host's Slurm cluster).",
+        "docker:CONTEXT: a docker context; slurm[:PARTITION]: this host's Slurm cluster; "
+        "kubernetes[:CONTEXT]: the cluster of a kubeconfig context, the current one by "
+        "default). After a configured NAME, :CONTEXT is the docker context, the Slurm "
+        "partition or the kubeconfig context.",
     )(func)
 
 
@@ -424,9 +427,21 @@ def on_option(func: F) -> F:
 )
 @click.option("--partition", default="", help="The Slurm partition (with --on slurm).")
 @click.option(
+    "--namespace",
+    default="",
+    help="The Kubernetes namespace of the Job (with --on kubernetes; default: the target's, "
+    "else default).",
+)
+@click.option(
     "--detach",
     is_flag=True,
     help="Submit the rerun to the scheduler (Slurm) and return; envsnap collect gathers it.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the Kubernetes Job the rerun would submit (YAML; JSON with --json) and submit "
+    "nothing; no cluster is needed.",
 )
 @click.option(
     "--html",
@@ -456,7 +471,9 @@ def rerun(
     rebuild: bool,
     data_items: tuple[str, ...],
     partition: str,
+    namespace: str,
     detach: bool,
+    dry_run: bool,
     html_file: Path | None,
     fail_on: str,
     markdown: bool,
@@ -467,7 +484,10 @@ def rerun(
     """Rerun a recorded run in its pinned image and report drift; exit 1 when it drifted.
 
     The container's output streams to stderr; the report goes to stdout. With --on slurm the
-    rerun is a batch job, waited on (or, with --detach, left to envsnap collect).
+    rerun is a batch job, waited on (or, with --detach, left to envsnap collect). With --on
+    kubernetes it is a Job that takes the run from its record in a registry (give RUN as
+    REPOSITORY:RUN_ID, or set results in the target's table) and pushes the new run's record
+    there; --dry-run prints that Job instead.
     """
     from envsnap import api
     from envsnap.drift import report
@@ -477,14 +497,21 @@ def rerun(
     stream = lambda line: click.echo(line, err=True)  # noqa: E731
     if detach and html_file is not None:
         raise UsageError("--html needs the rerun's report, which --detach does not wait for")
-    rerun_or_submit: Callable[..., RerunOutcome | SubmittedJob] = (
-        api.submit if detach else api.rerun
+    if dry_run and (detach or html_file is not None):
+        raise UsageError(
+            "--dry-run only prints the Job, so there is nothing to --detach and no report for "
+            "--html",
+            hint="leave out --detach and --html",
+        )
+    rerun_or_submit: Callable[..., RerunOutcome | SubmittedJob | dict[str, Any]] = (
+        api.render_rerun_job if dry_run else api.submit if detach else api.rerun
     )
     done = rerun_or_submit(
         run,
         store=store_dir,
         on=on,
         partition=partition,
+        namespace=namespace,
         gpus=gpus,
         timeout_s=parse_duration(timeout) if timeout else None,
         rtol=rtol,
@@ -501,6 +528,9 @@ def rerun(
     )
     from envsnap.drift.outcome import RerunOutcome
 
+    if isinstance(done, dict):
+        _print_job(done, as_json)
+        raise SystemExit(EXIT_OK)
     if not isinstance(done, RerunOutcome):
         _print_submitted(done, as_json)
         raise SystemExit(EXIT_OK)
@@ -525,6 +555,18 @@ def rerun(
     if outcome.interrupted:
         raise InterruptError(f"rerun {outcome.rerun} was interrupted; its report is above")
     raise SystemExit(EXIT_DRIFT if outcome.failed(fail_on) else EXIT_OK)  # type: ignore[arg-type]
+
+
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    """What rerun --dry-run shows: the Job, as kubectl create -f - takes it."""
+    if as_json:
+        import json
+
+        click.echo(json.dumps(job, indent=2, sort_keys=True))
+        return
+    from envsnap.rerunning.kubernetes import job_yaml
+
+    click.echo(job_yaml(job), nl=False)
 
 
 def _print_submitted(job: SubmittedJob, as_json: bool) -> None:

@@ -70,7 +70,11 @@ def target_candidates(incomplete: str) -> list[tuple[str, str]]:
     from envsnap import api
     from envsnap.errors import EnvsnapError
 
-    found = {"docker": "the local docker engine", "slurm": "this host's Slurm cluster"}
+    found = {
+        "docker": "the local docker engine",
+        "kubernetes": "the current kubeconfig context's cluster",
+        "slurm": "this host's Slurm cluster",
+    }
     try:
         for name, target in api.workspace().config.targets.items():
             found[name] = f"{target.engine} target"

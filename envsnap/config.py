@@ -13,6 +13,8 @@ from typing import Any, Literal, get_args
 from envsnap.drift.rules import CATEGORY_ORDER, SEVERITY_ORDER, MetricTolerance
 from envsnap.errors import UsageError
 from envsnap.manifest import Model, model
+from envsnap.rerunning.kubernetes_config import TABLE_KEYS as KUBERNETES_KEYS
+from envsnap.rerunning.kubernetes_config import KubernetesConfig, parse_table
 
 TargetEngine = Literal["docker", "slurm", "kubernetes"]
 TARGET_ENGINES: tuple[str, ...] = get_args(TargetEngine)
@@ -25,16 +27,16 @@ class TargetConfig(Model):
     name: str = ""
     engine: TargetEngine = "docker"
     docker_host: str = ""  # docker: DOCKER_HOST of the engine ("" with no context: the local one)
-    context: str = ""  # docker: a docker context; slurm: a partition given as NAME:PARTITION
+    context: str = ""  # docker: a docker context
     partition: str = ""  # slurm
-    namespace: str = ""  # kubernetes
-    image_pull_secret: str = ""  # kubernetes
     runtime: str = ""  # slurm: the container runtime on the nodes (docker, podman)
     # slurm: a repository the image is pushed to, so that the nodes pull it by digest
     registry: str = ""
     # Recorded data path -> where that data lives on the target's hosts.
     data: Mapping[str, str] = field(default_factory=dict)
     options: tuple[str, ...] = ()  # extra scheduler options, passed through as given
+    # kubernetes: the whole table (its context, namespace, secrets, volumes, data on volumes...)
+    kubernetes: KubernetesConfig | None = None
 
 
 @model
@@ -66,18 +68,15 @@ _KEYS = {
     "atol",
     "targets",
 }
-_TARGET_KEYS = {
-    "engine",
-    "docker-host",
-    "context",
-    "partition",
-    "namespace",
-    "image-pull-secret",
-    "runtime",
-    "registry",
-    "data",
-    "options",
+# Each engine's keys besides ``engine``: a key of another engine is refused, not ignored.
+_DOCKER_KEYS = frozenset({"docker-host", "context", "data"})
+_SLURM_KEYS = frozenset({"partition", "runtime", "registry", "data", "options"})
+_ENGINE_KEYS: Mapping[str, frozenset[str]] = {
+    "docker": _DOCKER_KEYS,
+    "slurm": _SLURM_KEYS,
+    "kubernetes": KUBERNETES_KEYS,
 }
+_TARGET_KEYS = frozenset({"engine"}).union(*_ENGINE_KEYS.values())
 # The container runtimes a Slurm node may run the image with.
 SLURM_RUNTIMES = ("docker", "podman")
 
@@ -207,6 +206,17 @@ def _targets(table: Any, origin: str) -> dict[str, TargetConfig]:
                 f"{where} has engine {engine!r}",
                 hint=f"set engine to one of {', '.join(TARGET_ENGINES)}",
             )
+        foreign = sorted(set(value) - _ENGINE_KEYS[engine] - {"engine"})
+        if foreign:
+            raise UsageError(
+                f"{where} has key {foreign[0]!r}, which a {engine} target does not use",
+                hint=f"a {engine} target takes {', '.join(sorted(_ENGINE_KEYS[engine]))}",
+            )
+        if engine == "kubernetes":
+            targets[name] = TargetConfig(
+                name=name, engine=engine, kubernetes=parse_table(value, where)
+            )
+            continue
         data = value.get("data", {})
         if not isinstance(data, dict) or any(
             not isinstance(k, str) or not isinstance(v, str) or not v.startswith("/")
@@ -217,7 +227,8 @@ def _targets(table: Any, origin: str) -> dict[str, TargetConfig]:
                 hint='for example data = {"data/train.csv" = "/mnt/shared/train.csv"}',
             )
         options = value.get("options", [])
-        texts = {k: value.get(k, "") for k in _TARGET_KEYS - {"engine", "data", "options"}}
+        texts = {k: value.get(k, "") for k in ("docker-host", "context", "partition", "runtime")}
+        texts["registry"] = value.get("registry", "")
         if not isinstance(options, list) or any(not isinstance(o, str) for o in options):
             raise UsageError(f"options in {where} must be a list of strings", hint="fix it")
         for key, text in sorted(texts.items()):
@@ -234,8 +245,6 @@ def _targets(table: Any, origin: str) -> dict[str, TargetConfig]:
             docker_host=texts["docker-host"],
             context=texts["context"],
             partition=texts["partition"],
-            namespace=texts["namespace"],
-            image_pull_secret=texts["image-pull-secret"],
             runtime=texts["runtime"],
             registry=texts["registry"],
             data=dict(sorted(data.items())),

@@ -1,5 +1,10 @@
 """The Kubernetes rerun target: a recorded run as a ``batch/v1`` Job, and the Job waited on.
 
+``KubernetesTarget`` (``--on kubernetes[:CONTEXT]``, or a table with ``engine = "kubernetes"``
+read by kubernetes_config.py) checks the run's record is in its registry, renders and submits
+the Job, waits on it (``KubernetesJobs``, through a client seam), pulls the new run's record
+into the store and compares it; ``render`` is ``--dry-run``'s Job.
+
 Nothing of this machine reaches the cluster but the Job itself; the run record and the new
 run's record travel through the registry (``envsnap push``/``pull``), the image is pulled by the
 digest the record's ``image.toml`` names. The pod, in order:
@@ -54,6 +59,12 @@ from envsnap.capturing.redact import is_secret_name
 from envsnap.errors import EnvsnapError, UsageError
 from envsnap.image.plan import CODE_DIR
 from envsnap.image.reference import parse_reference
+from envsnap.rerunning.kubernetes_config import (
+    CONTROL,
+    KubernetesConfig,
+    check_config,
+    check_results,
+)
 from envsnap.rerunning.rerun import (
     ENGINE_VARIABLE,
     IMAGE_UID,
@@ -63,7 +74,9 @@ from envsnap.rerunning.rerun import (
 from envsnap.store import CODE_ARCHIVE
 
 if TYPE_CHECKING:
+    from envsnap.drift.outcome import RerunOutcome
     from envsnap.manifest import Manifest
+    from envsnap.rerunning.targets import RerunRequest
     from envsnap.store import StoredRun
 
 API_VERSION = "batch/v1"
@@ -88,6 +101,9 @@ MAIN_CONTAINER = "replay"
 MAX_GPUS = 64
 API_TIMEOUT_S = 30  # one call to the API server; a watch gets its own length on top
 _GONE = 410  # a watch's resource version has expired
+WATCH_S = 600.0  # one watch's length when a wait has no end of its own
+# How long a wait goes on past the Job's own deadline, for the Job controller to end it.
+DEADLINE_GRACE_S = 120.0
 
 # Replay, then push whatever was recorded, exit with the replay's status. Constant: the values
 # come in as $1 (original manifest), $2 (store), $3 (results repository).
@@ -105,16 +121,8 @@ _TRUST_CHECKOUT = {
     "GIT_CONFIG_KEY_0": "safe.directory",
     "GIT_CONFIG_VALUE_0": CODE_DIR,
 }
-_RESERVED_VOLUMES = frozenset({"envsnap", "code", "tmp", "docker-config"})
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
-_LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class KubernetesError(EnvsnapError):
@@ -124,155 +132,6 @@ class KubernetesError(EnvsnapError):
 
 class KubernetesExtraMissingError(UsageError):
     """The Kubernetes target was asked for, but the kubernetes package is not installed."""
-
-
-# --- the target's configuration ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class VolumeSource:
-    """Where a named data volume comes from: a PersistentVolumeClaim, or a path on the node."""
-
-    claim: str = ""
-    host_path: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataVolume:
-    """Where one recorded data path is found: a named volume, and a path inside it."""
-
-    volume: str
-    sub_path: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class KubernetesConfig:
-    """``[tool.envsnap.targets.kubernetes]``: what a team commits once for its cluster."""
-
-    namespace: str = "default"
-    context: str = ""  # the kubeconfig context; "" is the current one
-    image_pull_secret: str = ""
-    registry_secret: str = ""  # dockerconfigjson secret for pulling and pushing records
-    env_secret: str = ""  # secret whose keys become variables (values redacted at capture)
-    service_account: str = ""
-    volumes: Mapping[str, VolumeSource] = field(default_factory=dict)
-    data: Mapping[str, DataVolume] = field(default_factory=dict)  # recorded path -> volume
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    read_only_root: bool = True
-
-
-def parse_config(table: Mapping[str, Any]) -> KubernetesConfig:
-    """The target's table from pyproject.toml, checked; a UsageError naming the key otherwise."""
-    known = {
-        "namespace",
-        "context",
-        "image_pull_secret",
-        "registry_secret",
-        "env_secret",
-        "service_account",
-        "volumes",
-        "data",
-        "node_selector",
-        "read_only_root",
-    }
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise _config_error(
-            f"has unknown keys {', '.join(unknown)}", f"use {', '.join(sorted(known))}"
-        )
-    strings = {
-        k: table[k]
-        for k in known - {"volumes", "data", "node_selector", "read_only_root"}
-        if k in table
-    }
-    for key, value in strings.items():
-        if not isinstance(value, str):
-            raise _config_error(f"{key} is not a string", f'write {key} = "..."')
-    volumes: dict[str, VolumeSource] = {}
-    for name, spec in _table(table, "volumes").items():
-        spec = _table({name: spec}, name, where=f"volumes.{name}")
-        extra = sorted(set(spec) - {"claim", "host_path"})
-        if extra or len(spec) != 1 or not all(isinstance(v, str) for v in spec.values()):
-            raise _config_error(
-                f'volumes.{name} is not one of claim = "..." or host_path = "..."',
-                f'write volumes.{name} = {{ claim = "datasets" }}',
-            )
-        volumes[name] = VolumeSource(**spec)
-    data: dict[str, DataVolume] = {}
-    for path, spec in _table(table, "data").items():
-        spec = _table({path: spec}, path, where=f"data.{path!r}")
-        extra = sorted(set(spec) - {"volume", "sub_path"})
-        if (
-            extra
-            or not isinstance(spec.get("volume"), str)
-            or not isinstance(spec.get("sub_path", ""), str)
-        ):
-            raise _config_error(
-                f'data.{path!r} is not {{ volume = "NAME", sub_path = "PATH" }}',
-                "name a volume from volumes and, optionally, a path inside it",
-            )
-        data[path] = DataVolume(volume=spec["volume"], sub_path=spec.get("sub_path", ""))
-    selector = _table(table, "node_selector")
-    if not all(isinstance(v, str) for v in selector.values()):
-        raise _config_error("node_selector values are not all strings", "quote them")
-    read_only = table.get("read_only_root", True)
-    if not isinstance(read_only, bool):
-        raise _config_error("read_only_root is not true or false", "write read_only_root = true")
-    config = KubernetesConfig(
-        **strings,
-        volumes=volumes,
-        data=data,
-        node_selector=dict(selector),
-        read_only_root=read_only,
-    )
-    check_config(config)
-    return config
-
-
-def check_config(config: KubernetesConfig) -> None:
-    """Every value of the configuration that flows into a Job, checked for what Kubernetes
-    accepts there; a UsageError naming the key otherwise."""
-    _dns_label(config.namespace, "namespace")
-    if config.context and (len(config.context) > 253 or _CONTROL.search(config.context)):
-        raise _config_error(
-            f"context {config.context!r} is not a context name", "see kubectl config get-contexts"
-        )
-    for key in ("image_pull_secret", "registry_secret", "env_secret", "service_account"):
-        value = getattr(config, key)
-        if value:
-            _dns_subdomain(value, key)
-    for name, source in config.volumes.items():
-        _dns_label(name, f"the volume name {name!r}")
-        if name in _RESERVED_VOLUMES:
-            raise _config_error(
-                f"names a volume {name!r}, which envsnap's Job uses itself",
-                f"call it something else than {', '.join(sorted(_RESERVED_VOLUMES))}",
-            )
-        if bool(source.claim) == bool(source.host_path):
-            raise _config_error(f"volumes.{name} needs one of claim or host_path", "give one")
-        if source.claim:
-            _dns_subdomain(source.claim, f"volumes.{name}.claim")
-        else:
-            _safe_path(source.host_path, f"volumes.{name}.host_path", absolute=True)
-    for path, mapped in config.data.items():
-        if mapped.volume not in config.volumes:
-            raise _config_error(
-                f"data.{path!r} names the volume {mapped.volume!r}, which volumes does not define",
-                f'add volumes.{mapped.volume} = {{ claim = "..." }}',
-            )
-        if mapped.sub_path:
-            _safe_path(mapped.sub_path, f"data.{path!r}.sub_path", absolute=False)
-    for key, value in config.node_selector.items():
-        prefix, slash, name = key.rpartition("/")
-        if (slash and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _LABEL_NAME.fullmatch(name):
-            raise _config_error(
-                f"node_selector key {key!r} is not a label key", "see kubectl label"
-            )
-        if not _LABEL_VALUE.fullmatch(value):
-            raise _config_error(
-                f"node_selector value {value!r} is not a label value",
-                "63 letters, digits, '-', '_' or '.' at most",
-            )
 
 
 # --- the Job -----------------------------------------------------------------------------------
@@ -351,7 +210,7 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
             f"the record {request.record!r} is tagged with run {record.tag}, not {run_id}",
             hint="give the reference envsnap push printed for this run",
         )
-    results = _results(request.results or record.repository)
+    results = check_results(request.results or record.repository, "the results repository")
     image = parse_reference(request.image, "the recorded image")
     if not image.digest:
         raise UsageError(
@@ -377,7 +236,7 @@ def render_job(manifest: Manifest, request: JobRequest, config: KubernetesConfig
         ANNOTATION_RESULTS: results,
     }
     workdir = str(PurePosixPath(CODE_DIR) / manifest.command.cwd)
-    if _CONTROL.search(workdir):
+    if CONTROL.search(workdir):
         raise UsageError(
             f"run {run_id} records a working directory with control characters",
             hint="capture it from a plain directory",
@@ -619,8 +478,8 @@ def official_client(context: str = "", *, kubeconfig: str | None = None) -> Kube
     )
 
 
-class KubernetesTarget:
-    """Submit rerun Jobs and wait on them through ``client``."""
+class KubernetesJobs:
+    """Submit rerun Jobs, wait on them and delete them, through ``client``."""
 
     def __init__(
         self,
@@ -646,9 +505,22 @@ class KubernetesTarget:
             raise _api_error(exc, f"creating the Job in namespace {namespace}") from None
         return str(_get(created, "metadata", "name"))
 
-    def wait(self, name: str, namespace: str, timeout_s: float) -> JobResult:
-        """Watch the Job until it completes or fails, or ``timeout_s`` passes; never longer."""
-        deadline = self._clock() + timeout_s
+    def delete(self, name: str, namespace: str) -> None:
+        """Delete the Job and, in the background, its pod (Ctrl-C while waiting)."""
+        try:
+            self.client.batch.delete_namespaced_job(
+                name,
+                namespace,
+                propagation_policy="Background",
+                _request_timeout=API_TIMEOUT_S,
+            )
+        except Exception as exc:
+            raise _api_error(exc, f"deleting the Job {name}") from None
+
+    def wait(self, name: str, namespace: str, timeout_s: float | None) -> JobResult:
+        """Watch the Job until it completes or fails, or ``timeout_s`` passes (None: until it
+        ends, a watch at a time); never longer."""
+        deadline = None if timeout_s is None else self._clock() + timeout_s
         while True:
             try:
                 job = self.client.batch.read_namespaced_job(
@@ -659,14 +531,14 @@ class KubernetesTarget:
             ended = self._ended(job, name, namespace)
             if ended is not None:
                 return ended
-            remaining = deadline - self._clock()
+            remaining = WATCH_S if deadline is None else deadline - self._clock()
             if remaining <= 0:
                 return JobResult(
                     name=name,
                     namespace=namespace,
                     state="unfinished",
                     reason="WaitTimeout",
-                    message=f"the Job reached no end within {timeout_s:g} s; it is still there",
+                    message=f"reached no end within {timeout_s:g} s; it is still there",
                 )
             version = _get(job, "metadata", "resource_version") or None
             for job in self._events(name, namespace, remaining, version):
@@ -675,7 +547,8 @@ class KubernetesTarget:
                     return ended
             # The watch ended (its server-side timeout, a dropped connection): read and watch
             # again, a moment later so a server that closes at once is not asked in a loop.
-            self._sleep(min(1.0, max(0.0, deadline - self._clock())))
+            left = 1.0 if deadline is None else deadline - self._clock()
+            self._sleep(min(1.0, max(0.0, left)))
 
     def _events(
         self, name: str, namespace: str, remaining: float, version: str | None
@@ -785,6 +658,258 @@ class KubernetesTarget:
         )
 
 
+# --- the target ----------------------------------------------------------------------------------
+
+KUBERNETES = "kubernetes"
+
+
+def connect_official(config: KubernetesConfig, env: Mapping[str, str]) -> KubernetesClient:
+    """The official client for the target's context, from the caller's ``$KUBECONFIG`` (the
+    client's default file when unset)."""
+    return official_client(config.context, kubeconfig=env.get("KUBECONFIG") or None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubernetesTarget:
+    """``--on kubernetes[:CONTEXT]``, or a table with ``engine = "kubernetes"``: the rerun as a
+    Job on the cluster, waited on with a watch; the run goes there and the new run comes back
+    through the registry (see the module docstring)."""
+
+    label: str
+    config: KubernetesConfig = field(default_factory=KubernetesConfig)
+    # The seams: how the client is had (None: connect_official), and time, for tests.
+    connect: Callable[[KubernetesConfig, Mapping[str, str]], KubernetesClient] | None = None
+    clock: Callable[[], float] | None = None
+    sleep: Callable[[float], None] | None = None
+
+    def render(self, request: RerunRequest) -> dict[str, Any]:
+        """The Job ``request`` would submit, from what this machine holds; neither the cluster
+        nor the registry is asked (``--dry-run``), so the record is named as given, not yet
+        pinned by the digest a rerun checks it has."""
+        self._check_options(request)
+        check_record_code(request.stored)
+        record = self._record(request)
+        return render_job(
+            request.stored.manifest,
+            self._job_request(request, record, recorded_image(request.stored)),
+            self.config,
+        )
+
+    def rerun(self, request: RerunRequest) -> RerunOutcome:
+        """Check the run's record is in its registry (with its code and image), submit its Job,
+        wait for it to end, pull the new run's record into the store and compare it."""
+        from envsnap.errors import InterruptError
+
+        self._check_options(request)
+        stored = request.stored
+        record, image, image_id = self._pushed(request)
+        job = render_job(stored.manifest, self._job_request(request, record, image), self.config)
+        validate_job(job)
+        connect = self.connect or connect_official
+        jobs = KubernetesJobs(connect(self.config, request.env), clock=self.clock, sleep=self.sleep)
+        namespace = self.config.namespace
+        cancel = request.cancel  # a matrix's Ctrl-C, seen by its main thread
+        if cancel is not None and cancel.cancelled.is_set():
+            raise InterruptError(f"the rerun on {self.label} was cancelled before it started")
+        name = jobs.submit(job)
+        if cancel is not None:
+            cancel.register(lambda: jobs.delete(name, namespace))
+        self._say(
+            request,
+            f"envsnap: submitted Kubernetes Job {name} in namespace {namespace}; waiting for it "
+            f"to end (kubectl logs -f job/{name} -n {namespace} follows its output)",
+        )
+        timeout = request.options.timeout_s
+        stopped = InterruptError(
+            f"the rerun was interrupted (Ctrl-C), and its Kubernetes Job {name} in namespace "
+            f"{namespace} was deleted before it recorded a run"
+        )
+        try:
+            ended = jobs.wait(
+                name, namespace, None if timeout is None else timeout + DEADLINE_GRACE_S
+            )
+        except KeyboardInterrupt:
+            jobs.delete(name, namespace)
+            raise stopped from None
+        except KubernetesError:
+            if cancel is not None and cancel.cancelled.is_set():
+                raise stopped from None  # the canceller deleted it: the watch saw it go
+            raise
+        return self._finish(request, ended, image, image_id)
+
+    # --- the steps ---
+
+    def _check_options(self, request: RerunRequest) -> None:
+        """Refuse what a Kubernetes rerun cannot honour, rather than ignore it."""
+        build = request.build
+        if request.options.data_map:
+            raise UsageError(
+                f"--data maps data on a docker engine's host, and --on {self.label} takes the "
+                "run's data from volumes on the cluster",
+                hint='map it in the target\'s table: data = { "PATH" = { volume = "NAME", '
+                'sub-path = "PATH" } }',
+            )
+        if build.base or build.rebuild or build.allow_unlocked:
+            raise UsageError(
+                f"--base, --rebuild and --allow-unlocked build an image, and --on {self.label} "
+                "runs the image the run's record names by digest",
+                hint="build and push it first: envsnap build RUN --push REPOSITORY",
+            )
+
+    def _record(self, request: RerunRequest) -> str:
+        """Where the run's record is: the reference RUN was given as, else the target's
+        results repository tagged with the run id (as envsnap push tags it)."""
+        if request.record:
+            return request.record
+        run_id = request.stored.manifest.run_id
+        if self.config.results:
+            repository = check_results(self.config.results, "the target's results repository")
+            return f"{repository}:{run_id}"
+        raise UsageError(
+            f"run {run_id} was given by id, and a Kubernetes Job takes the run from its record "
+            f"in a registry, which --on {self.label} does not name",
+            hint=f"push it (envsnap push {run_id} REPOSITORY) and rerun REPOSITORY:{run_id}, or "
+            'set results = "REPOSITORY" in the target\'s table',
+        )
+
+    def _pushed(self, request: RerunRequest) -> tuple[str, str, str]:
+        """The run's record as the registry holds it, pinned by digest, and the image it names;
+        a UsageError when it is not there, is another run, or lacks its code or image."""
+        import tempfile
+        from pathlib import Path
+
+        from envsnap.registry import RecordNotFoundError, RegistryOptions, pull_record
+        from envsnap.store import Store
+
+        stored = request.stored
+        reference = self._record(request)
+        with tempfile.TemporaryDirectory(prefix="envsnap-kubernetes-") as scratch:
+            try:
+                pulled = pull_record(
+                    reference, Store(Path(scratch) / "store"), RegistryOptions(env=request.env)
+                )
+            except RecordNotFoundError:
+                raise UsageError(
+                    f"run {stored.run_id} has no record at {reference}, and a Kubernetes Job "
+                    "takes the run from there",
+                    hint=f"push it first: envsnap push {stored.run_id} REPOSITORY",
+                ) from None
+            run = pulled.run
+            if run.manifest.digest != stored.manifest.digest:
+                raise UsageError(
+                    f"the record at {reference} is not run {stored.run_id} as this store holds it",
+                    hint="push the run again (envsnap push), or rerun the record itself",
+                )
+            check_record_code(run)
+            image = recorded_image(run)
+            image_id = _recorded_image_id(run)
+        return pulled.reference, image, image_id
+
+    def _job_request(self, request: RerunRequest, record: str, image: str) -> JobRequest:
+        manifest = request.stored.manifest
+        return JobRequest(
+            record=record,
+            image=image,
+            results=self.config.results,
+            gpus=gpu_count(manifest, request.options.gpus),
+            timeout_s=request.options.timeout_s,
+            env=request.options.env,
+        )
+
+    def _finish(
+        self, request: RerunRequest, ended: JobResult, image: str, image_id: str
+    ) -> RerunOutcome:
+        """The new run's record pulled into the store and compared with the original; one
+        sentence with Kubernetes' reason when the Job pushed none."""
+        from envsnap.drift.outcome import RerunOutcome
+        from envsnap.registry import RegistryOptions, pull_record
+        from envsnap.rerunning.rerun import compare_with_original, missing_environment
+
+        stored = request.stored
+        where = f"Kubernetes Job {ended.name} in namespace {ended.namespace}"
+        if not ended.record:
+            raise KubernetesError(_no_record(where, ended), hint=_no_record_hint(ended))
+        new = pull_record(ended.record, request.store, RegistryOptions(env=request.env)).run
+        if new.manifest.rerun_of != stored.run_id:
+            raise KubernetesError(
+                f"the {where} pushed {ended.record}, which is not a rerun of {stored.run_id}",
+                hint="check the Job's results repository is not shared with other writers",
+            )
+        exit_code = (
+            new.result.exit_code
+            if new.result is not None
+            else ended.exit_code
+            if ended.exit_code is not None
+            else 1
+        )
+        missing = (
+            ()
+            if self.config.env_secret
+            else missing_environment(stored.manifest, request.options.env)
+        )
+        notes = (
+            f"image {image} (pulled by the cluster by digest)",
+            f"{where} ({ended.state}{', ' + ended.reason if ended.reason else ''}), context "
+            f"{self.config.context or 'current'}",
+            f"new record {ended.record}",
+            "the pod had the cluster's network (a NetworkPolicy is the cluster's to set)",
+        )
+        return RerunOutcome(
+            original=stored.run_id,
+            rerun=new.run_id,
+            directory=new.directory,
+            image=image,
+            image_id=image_id,
+            exit_code=exit_code,
+            timed_out=ended.deadline_exceeded,
+            missing_env=missing,
+            notes=notes,
+            report=compare_with_original(stored, new.directory, request.config, request.options),
+        )
+
+    @staticmethod
+    def _say(request: RerunRequest, line: str) -> None:
+        if request.on_output is not None:
+            request.on_output(line)
+
+
+def _no_record(where: str, ended: JobResult) -> str:
+    """Why a Job brought back no record, in one sentence with Kubernetes' own words."""
+    if ended.state == "unfinished":
+        return f"the {where} {ended.message}"
+    how = {
+        "DeadlineExceeded": "passed its deadline (activeDeadlineSeconds, from --timeout)",
+        "BackoffLimitExceeded": "failed",
+    }.get(ended.reason, "failed" if ended.state == "failed" else "ended")
+    why = (
+        f" ({ended.reason}: {ended.message})"
+        if ended.message
+        else (f" ({ended.reason})" if ended.reason else "")
+    )
+    code = f", the command's container exited {ended.exit_code}" if ended.exit_code else ""
+    return f"the {where} {how} without pushing the new run's record{why}{code}"
+
+
+def _no_record_hint(ended: JobResult) -> str:
+    if ended.state == "unfinished":
+        return f"wait for it, or delete it: kubectl delete job {ended.name} -n {ended.namespace}"
+    return (
+        f"see kubectl describe job {ended.name} -n {ended.namespace} and the logs of its pod "
+        f"(kubectl logs job/{ended.name} -n {ended.namespace} --all-containers)"
+    )
+
+
+def _recorded_image_id(stored: StoredRun) -> str:
+    from envsnap.image.build import IMAGE_FILE
+
+    try:
+        data = tomllib.loads((stored.directory / IMAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return ""
+    image_id = data.get("image_id", "")
+    return image_id if isinstance(image_id, str) else ""
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -859,48 +984,6 @@ def _api_error(exc: Exception, doing: str) -> KubernetesError:
     )
 
 
-def _config_error(what: str, hint: str) -> UsageError:
-    return UsageError(f"[tool.envsnap.targets.kubernetes] {what}", hint=hint)
-
-
-def _table(table: Mapping[str, Any], key: str, *, where: str = "") -> Mapping[str, Any]:
-    value = table.get(key, {})
-    if not isinstance(value, Mapping):
-        raise _config_error(f"{where or key} is not a table", f"write [{where or key}] entries")
-    return value
-
-
-def _dns_label(value: str, what: str) -> None:
-    if not _DNS_LABEL.fullmatch(value):
-        raise _config_error(
-            f"{what} {value!r} is not a Kubernetes name",
-            "use at most 63 lowercase letters, digits and '-'",
-        )
-
-
-def _dns_subdomain(value: str, what: str) -> None:
-    if not _DNS_SUBDOMAIN.fullmatch(value):
-        raise _config_error(
-            f"{what} {value!r} is not a Kubernetes name",
-            "use lowercase letters, digits, '-' and '.'",
-        )
-
-
-def _safe_path(value: str, what: str, *, absolute: bool) -> None:
-    path = PurePosixPath(value)
-    if (
-        not value
-        or _CONTROL.search(value)
-        or ":" in value
-        or ".." in path.parts
-        or path.is_absolute() != absolute
-    ):
-        kind = "an absolute path" if absolute else "a relative path inside the volume"
-        raise _config_error(
-            f"{what} {value!r} is not {kind}", "without '..', ':' or control characters"
-        )
-
-
 def _record(text: str) -> Any:
     from envsnap.registry import record_reference
 
@@ -911,16 +994,6 @@ def _record(text: str) -> Any:
             hint="push the run first (envsnap push RUN REPOSITORY) and give what it printed",
         )
     return reference
-
-
-def _results(repository: str) -> str:
-    reference = parse_reference(repository, "the results repository")
-    if reference.tag or reference.digest or "/" not in repository:
-        raise UsageError(
-            f"the results repository {repository!r} is not a repository",
-            hint="give REGISTRY/PATH without a tag or digest, e.g. registry.example/team/runs",
-        )
-    return reference.repository
 
 
 def _gpus(gpus: int) -> int:
@@ -949,8 +1022,8 @@ def _environment(
             raise UsageError(
                 f"--env {name} looks like a secret, and a Job's variables are readable by anyone "
                 "who can read the Job",
-                hint="put it in a Kubernetes secret and name it as env_secret in "
-                "[tool.envsnap.targets.kubernetes]",
+                hint="put it in a Kubernetes secret and name it as env-secret in the target's "
+                "[tool.envsnap.targets.<name>] table",
             )
         if "\x00" in value:
             raise UsageError(f"--env {name} holds a NUL character", hint="remove it")
@@ -989,13 +1062,8 @@ def _mount(
 def _data(
     manifest: Manifest, config: KubernetesConfig, workdir: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    recorded = {item.path for item in manifest.data}
-    strays = sorted(set(config.data) - recorded)
-    if strays:
-        raise _config_error(
-            f"maps data {', '.join(strays)}, which run {manifest.run_id} did not record",
-            f"map the recorded paths: {', '.join(sorted(recorded)) or 'none'}",
-        )
+    # Mappings of data this run did not record are left out: a team's table maps the data of
+    # many runs (as a docker or Slurm target's does).
     mounts: list[dict[str, Any]] = []
     used: set[str] = set()
     for item in sorted(manifest.data, key=lambda d: d.path):
@@ -1004,12 +1072,12 @@ def _data(
             raise UsageError(
                 f"the run's data {item.path} has no volume on the cluster, and a Job cannot copy "
                 "it from this machine",
-                hint=f'map it in [tool.envsnap.targets.kubernetes.data."{item.path}"] '
-                '(volume = "NAME", sub_path = "PATH")',
+                hint=f'map it in the target\'s table: data = {{ "{item.path}" = '
+                '{ volume = "NAME", sub-path = "PATH" } }',
             )
         path = PurePosixPath(item.path)
         target = str(path) if path.is_absolute() else str(PurePosixPath(workdir) / path)
-        if _CONTROL.search(target) or ":" in target or ".." in PurePosixPath(target).parts:
+        if CONTROL.search(target) or ":" in target or ".." in PurePosixPath(target).parts:
             raise UsageError(
                 f"the run's data path {item.path!r} cannot be a mount point",
                 hint="capture with data at a plain path",

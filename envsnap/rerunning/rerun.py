@@ -536,7 +536,7 @@ def finish_rerun(
         interrupted=ran.interrupted,
         missing_env=tuple(missing_env),
         notes=tuple(notes),
-        report=_compare(stored, directory, config, options),
+        report=compare_with_original(stored, directory, config, options),
     )
 
 
@@ -770,9 +770,11 @@ def _write_stopped_result(
     scratch.write_result(run_dir, result)
 
 
-def _compare(
+def compare_with_original(
     stored: StoredRun, directory: Path, config: Config, options: RerunOptions
 ) -> DriftReport:
+    """The new run in ``directory`` compared with the original, with the configuration's
+    severities and the rerun's tolerances (the configuration's when it gives none)."""
     from envsnap.drift.compare import compare
     from envsnap.store import load_run_dir
 

@@ -1,6 +1,7 @@
 """Targets: where a rerun runs, chosen by ``--on NAME[:CONTEXT]`` and configured in
 ``[tool.envsnap.targets.<name>]``. A target turns a stored run and the rerun's options into work
-on its engine and hands back the RerunOutcome: docker engines here, Slurm in slurm.py."""
+on its engine and hands back the RerunOutcome: docker engines here, Slurm in slurm.py,
+Kubernetes in kubernetes.py."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class RerunRequest:
     repo_root: Path | None
     cwd: Path
     env: Mapping[str, str]
+    # The registry reference RUN was given as (``REPOSITORY:<run-id>[@sha256:...]``), "" when it
+    # was an id, a prefix or a path: a Kubernetes Job takes the run from there.
+    record: str = ""
     on_output: Callable[[str], None] | None = None
     on_build_line: Callable[[str], None] | None = None
     echo: Callable[[str], None] | None = None
@@ -118,13 +122,16 @@ class DockerTarget:
 
 
 def resolve_target(
-    spec: str, targets: Mapping[str, TargetConfig], *, partition: str = ""
+    spec: str, targets: Mapping[str, TargetConfig], *, partition: str = "", namespace: str = ""
 ) -> Target:
-    """The target ``--on SPEC`` names: a configured ``NAME`` (``NAME:CONTEXT`` overrides a docker
-    target's context, a Slurm target's partition), or the built-in ``docker`` /
-    ``docker:CONTEXT`` and ``slurm`` / ``slurm:PARTITION``. ``partition`` (``--partition``)
-    overrides a Slurm target's. A UsageError, before anything runs, for a name nobody configured
-    or an engine not implemented yet."""
+    """The target ``--on SPEC`` names: a configured ``NAME``, or the built-in ``docker`` /
+    ``docker:CONTEXT``, ``slurm`` / ``slurm:PARTITION`` and ``kubernetes`` /
+    ``kubernetes:CONTEXT``. After a configured name, ``:CONTEXT`` overrides a docker target's
+    docker context, a Slurm target's partition, a Kubernetes target's kubeconfig context.
+    ``partition`` (``--partition``) overrides a Slurm target's, ``namespace`` (``--namespace``)
+    a Kubernetes target's. A UsageError, before anything runs, for a name nobody configured or an
+    option the target's engine does not take."""
+    from envsnap.rerunning.kubernetes import KUBERNETES
     from envsnap.rerunning.slurm import SLURM, SlurmTarget
 
     name, colon, context = spec.partition(":")
@@ -133,13 +140,7 @@ def resolve_target(
             f"--on {spec!r} is not NAME or NAME:CONTEXT", hint=_configured_hint(targets)
         )
     configured = targets.get(name)
-    if configured is None and name not in (DOCKER, SLURM):
-        if name == "kubernetes":
-            raise UsageError(
-                f"--on {spec}: envsnap cannot rerun on {name} yet (docker engines and Slurm are "
-                "implemented)",
-                hint=_configured_hint(targets),
-            )
+    if configured is None and name not in (DOCKER, SLURM, KUBERNETES):
         raise UsageError(
             f"--on {spec} names no target: [tool.envsnap.targets] has no table {name!r}",
             hint=_configured_hint(targets),
@@ -150,6 +151,11 @@ def resolve_target(
             f"--partition is for Slurm targets, and --on {spec} is a {engine} target",
             hint="leave out --partition, or name a Slurm target",
         )
+    if namespace and engine != KUBERNETES:
+        raise UsageError(
+            f"--namespace is for Kubernetes targets, and --on {spec} is a {engine} target",
+            hint="leave out --namespace, or name a Kubernetes target (--on kubernetes)",
+        )
     if engine == SLURM:
         return SlurmTarget(
             label=spec,
@@ -159,14 +165,10 @@ def resolve_target(
             options=configured.options if configured else (),
             data=configured.data if configured else {},
         )
+    if engine == KUBERNETES:
+        return _kubernetes_target(spec, configured, context=context, namespace=namespace)
     if configured is None:
         return DockerTarget(label=spec, context=context)
-    if configured.engine != "docker":
-        raise UsageError(
-            f"--on {spec}: target {name} uses the {configured.engine} engine, which envsnap "
-            "cannot rerun on yet (docker engines and Slurm are implemented)",
-            hint=_configured_hint(targets),
-        )
     if configured.docker_host and configured.context:
         raise UsageError(
             f"target {name} sets both docker-host and context, so which engine it means is "
@@ -181,6 +183,28 @@ def resolve_target(
         context=configured.context,
         data=configured.data,
     )
+
+
+def _kubernetes_target(
+    spec: str, configured: TargetConfig | None, *, context: str, namespace: str
+) -> Target:
+    """A configured Kubernetes target (or the built-in one: the current context, namespace
+    default) with ``--on NAME:CONTEXT``'s kubeconfig context and ``--namespace``."""
+    from envsnap.rerunning.kubernetes import KubernetesTarget
+    from envsnap.rerunning.kubernetes_config import (
+        KubernetesConfig,
+        check_context,
+        check_namespace,
+    )
+
+    config = (configured.kubernetes if configured else None) or KubernetesConfig()
+    if namespace:
+        check_namespace(namespace, "--namespace")
+        config = replace(config, namespace=namespace)
+    if context:
+        check_context(context, f"--on {spec}: the context")
+        config = replace(config, context=context)
+    return KubernetesTarget(label=spec, config=config)
 
 
 def resolve_targets(specs: Sequence[str], targets: Mapping[str, TargetConfig]) -> list[Target]:
@@ -198,12 +222,12 @@ def _configured_hint(targets: Mapping[str, TargetConfig]) -> str:
         return (
             "no targets are configured in [tool.envsnap.targets]; --on docker is the local "
             "engine, --on docker:CONTEXT a docker context, --on slurm[:PARTITION] this host's "
-            "Slurm cluster"
+            "Slurm cluster, --on kubernetes[:CONTEXT] a kubeconfig context's cluster"
         )
     listed = ", ".join(f"{name} ({t.engine})" for name, t in sorted(targets.items()))
     return (
         f"configured targets: {listed}; --on docker is the local engine, --on slurm this host's "
-        "Slurm cluster"
+        "Slurm cluster, --on kubernetes the current kubeconfig context's cluster"
     )
 
 

@@ -124,8 +124,8 @@ class TestTargets:
         ("argv", "words"),
         [
             (["matrix", "latest", "--on", "a", "--on", "gpu-h100"], "--on gpu-h100 names no"),
-            (["rerun", "latest", "--on", "k8s"], "kubernetes engine"),
-            (["matrix", "latest", "--on", "kubernetes"], "cannot rerun on kubernetes yet"),
+            (["rerun", "latest", "--on", "k9s"], "--on k9s names no target"),
+            (["rerun", "latest", "--on", "kubernetes:"], "is not NAME or NAME:CONTEXT"),
         ],
     )
     def test_a_target_that_cannot_run_here_is_one_sentence_exit_2(
@@ -136,8 +136,8 @@ class TestTargets:
         argv: list[str],
         words: str,
     ) -> None:
-        """Unknown names and engines not implemented yet stop before the run is even opened,
-        naming what [tool.envsnap.targets] has."""
+        """Unknown names and malformed ones stop before the run is even opened, naming what
+        [tool.envsnap.targets] has."""
         (tmp_path / "pyproject.toml").write_text(
             '[tool.envsnap.targets.a]\nengine = "docker"\n'
             '[tool.envsnap.targets.k8s]\nengine = "kubernetes"\n'
@@ -157,8 +157,10 @@ class TestTargets:
         [
             (["rerun", "latest", "--on", "a", "--partition", "gpu"], "--partition is for Slurm"),
             (["rerun", "latest", "--partition", "gpu"], "--partition needs --on slurm"),
-            (["rerun", "latest", "--on", "a", "--detach"], "--detach is for scheduler targets"),
-            (["rerun", "latest", "--detach"], "--detach is for scheduler targets"),
+            (["rerun", "latest", "--on", "a", "--detach"], "--detach is for Slurm targets"),
+            (["rerun", "latest", "--detach"], "--detach is for Slurm targets"),
+            (["rerun", "latest", "--on", "a", "--namespace", "ml"], "--namespace is for Kuber"),
+            (["rerun", "latest", "--on", "a", "--dry-run"], "--on a is not a Kubernetes target"),
         ],
     )
     def test_scheduler_options_on_a_docker_target_are_one_sentence_exit_2(

@@ -19,8 +19,8 @@ class TestTargetCompletion:
     def test_built_in_targets_and_the_projects_tables(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """--on completes to docker, slurm and every [tool.envsnap.targets] table, with its
-        engine as help; a prefix narrows them."""
+        """--on completes to docker, kubernetes, slurm and every [tool.envsnap.targets] table,
+        with its engine as help; a prefix narrows them."""
         (tmp_path / "pyproject.toml").write_text(
             '[tool.envsnap.targets.h100]\nengine = "slurm"\npartition = "gpu"\n'
             '[tool.envsnap.targets.hostb]\nengine = "docker"\n'
@@ -30,6 +30,7 @@ class TestTargetCompletion:
             ("docker", "the local docker engine"),
             ("h100", "slurm target"),
             ("hostb", "docker target"),
+            ("kubernetes", "the current kubeconfig context's cluster"),
             ("slurm", "this host's Slurm cluster"),
         ]
         assert [name for name, _ in target_candidates("h")] == ["h100", "hostb"]
@@ -40,7 +41,7 @@ class TestTargetCompletion:
         """A table with an unknown engine: no error in the prompt, the built-in targets."""
         (tmp_path / "pyproject.toml").write_text('[tool.envsnap.targets.x]\nengine = "lsf"\n')
         monkeypatch.chdir(tmp_path)
-        assert [name for name, _ in target_candidates("")] == ["docker", "slurm"]
+        assert [name for name, _ in target_candidates("")] == ["docker", "kubernetes", "slurm"]
 
 
 class TestRunCompletion:

@@ -9,6 +9,7 @@ import pytest
 from envsnap.config import TargetConfig, load_config
 from envsnap.drift.rules import MetricTolerance
 from envsnap.errors import UsageError
+from envsnap.rerunning.kubernetes_config import DataVolume, KubernetesConfig, VolumeSource
 
 
 def _pyproject(root: Path, body: str) -> None:
@@ -106,7 +107,62 @@ class TestTargets:
         assert targets["h100"].partition == "gpu-h100"
         assert targets["h100"].options == ("--qos=high",)
         assert (targets["h100"].runtime, targets["h100"].registry) == ("podman", "reg.example/envs")
-        assert (targets["k8s"].namespace, targets["k8s"].image_pull_secret) == ("ml", "regcred")
+        assert targets["k8s"].kubernetes == KubernetesConfig(
+            namespace="ml", image_pull_secret="regcred"
+        )
+
+    def test_a_kubernetes_table_is_read_whole(self, tmp_path: Path) -> None:
+        """Every key of a kubernetes target, in kebab case, reaches the configuration its Job
+        is rendered from; what is not given keeps its default."""
+        _pyproject(
+            tmp_path,
+            """
+[tool.envsnap.targets.gpu]
+engine = "kubernetes"
+context = "prod"
+namespace = "ml"
+image-pull-secret = "regcred"
+registry-secret = "records"
+env-secret = "wandb"
+service-account = "rerunner"
+results = "registry.example/team/reruns"
+node-selector = { "nvidia.com/gpu.product" = "NVIDIA-H100-80GB-HBM3" }
+read-only-root = false
+volumes = { datasets = { claim = "datasets" }, scratch = { host-path = "/mnt/scratch" } }
+
+[tool.envsnap.targets.gpu.data]
+"data/train.csv" = { volume = "datasets", sub-path = "v3/train.csv" }
+"/scratch/cache" = { volume = "scratch" }
+
+[tool.envsnap.targets.plain]
+engine = "kubernetes"
+""",
+        )
+        targets = load_config(project_root=tmp_path, env={}).targets
+        assert targets["gpu"] == TargetConfig(
+            name="gpu",
+            engine="kubernetes",
+            kubernetes=KubernetesConfig(
+                context="prod",
+                namespace="ml",
+                image_pull_secret="regcred",
+                registry_secret="records",
+                env_secret="wandb",
+                service_account="rerunner",
+                results="registry.example/team/reruns",
+                node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                read_only_root=False,
+                volumes={
+                    "datasets": VolumeSource(claim="datasets"),
+                    "scratch": VolumeSource(host_path="/mnt/scratch"),
+                },
+                data={
+                    "/scratch/cache": DataVolume(volume="scratch"),
+                    "data/train.csv": DataVolume(volume="datasets", sub_path="v3/train.csv"),
+                },
+            ),
+        )
+        assert targets["plain"].kubernetes == KubernetesConfig(namespace="default")
 
     def test_none_configured(self, tmp_path: Path) -> None:
         """Without tables there are no targets."""
@@ -124,6 +180,17 @@ class TestTargets:
             ("[tool.envsnap.targets]\nb = 'docker'\n", "is not a table"),
             ("[tool.envsnap.targets.b]\nengine = 'slurm'\nruntime = 'lxc'\n", "runtime in"),
             ("[tool.envsnap.targets.'b:c']\nengine = 'docker'\n", "has a name with ':'"),
+            ("[tool.envsnap.targets.b]\nengine = 'docker'\nnamespace = 'ml'\n", "docker target"),
+            ("[tool.envsnap.targets.b]\nengine = 'slurm'\ncontext = 'x'\n", "slurm target"),
+            ("[tool.envsnap.targets.b]\nengine = 'kubernetes'\npartition = 'x'\n", "key 'part"),
+            ("[tool.envsnap.targets.b]\nengine = 'kubernetes'\nimage_pull_secret = 'x'\n", "unk"),
+            ("[tool.envsnap.targets.b]\nengine = 'kubernetes'\nnamespace = 'ML'\n", "'ML'"),
+            ("[tool.envsnap.targets.b]\nengine = 'kubernetes'\ndata = {x = '/x'}\n", "data.'x'"),
+            (
+                "[tool.envsnap.targets.b]\nengine = 'kubernetes'\n"
+                "volumes = {tmp = {claim = 'c'}}\n",
+                "envsnap's Job uses itself",
+            ),
         ],
     )
     def test_a_bad_table_is_one_sentence(self, tmp_path: Path, body: str, message: str) -> None:

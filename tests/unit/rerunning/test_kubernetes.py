@@ -27,23 +27,25 @@ from envsnap.manifest import (
     Tool,
 )
 from envsnap.rerunning.kubernetes import (
-    DataVolume,
     JobRequest,
     JobResult,
     KubernetesClient,
-    KubernetesConfig,
     KubernetesError,
     KubernetesExtraMissingError,
-    KubernetesTarget,
-    VolumeSource,
+    KubernetesJobs,
     check_record_code,
     gpu_count,
     job_yaml,
     official_client,
-    parse_config,
     recorded_image,
     render_job,
     validate_job,
+)
+from envsnap.rerunning.kubernetes_config import (
+    DataVolume,
+    KubernetesConfig,
+    VolumeSource,
+    parse_table,
 )
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "kubernetes"
@@ -261,7 +263,7 @@ class TestSecurity:
 
     def test_secret_looking_env_is_refused(self) -> None:
         """A secret passed as --env would be readable in the Job; a Kubernetes secret is named."""
-        with pytest.raises(UsageError, match="env_secret"):
+        with pytest.raises(UsageError, match="env-secret"):
             cpu_job(env={"WANDB_API_KEY": "abc"})
 
     def test_registry_credentials_from_a_secret_file(self) -> None:
@@ -389,39 +391,46 @@ class TestHostileValues:
 
 class TestConfiguration:
     def test_table_from_pyproject(self) -> None:
-        """[tool.envsnap.targets.kubernetes] reads into the configuration the Job uses."""
+        """A kubernetes target's table, in kebab-case keys, reads into the configuration the
+        Job uses."""
         table = tomllib.loads(
             """
             namespace = "ml"
-            image_pull_secret = "regcred"
-            registry_secret = "regcred"
-            node_selector = { "nvidia.com/gpu.product" = "NVIDIA-H100-80GB-HBM3" }
-            [volumes.datasets]
-            claim = "datasets"
-            [data."data/train.csv"]
-            volume = "datasets"
-            sub_path = "v3/train.csv"
+            image-pull-secret = "regcred"
+            registry-secret = "regcred"
+            node-selector = { "nvidia.com/gpu.product" = "NVIDIA-H100-80GB-HBM3" }
+            volumes = { datasets = { claim = "datasets" } }
+            data = { "data/train.csv" = { volume = "datasets", sub-path = "v3/train.csv" } }
             """
         )
-        assert parse_config(table) == config(
+        assert parse_table(table, "[tool.envsnap.targets.gpu]") == config(
             node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
         )
 
     @pytest.mark.parametrize(
-        "table",
+        ("table", "words"),
         [
-            {"namespaces": "ml"},
-            {"namespace": 3},
-            {"volumes": {"d": {"claim": "x", "host_path": "/x"}}},
-            {"volumes": "d"},
-            {"data": {"a": {"volume": 1}}},
-            {"read_only_root": "yes"},
+            ({"namespace": 3}, "namespace is not a string"),
+            ({"namespace": "ML"}, "namespace 'ML' is not a Kubernetes namespace"),
+            ({"volumes": {"d": {"claim": "x", "host-path": "/x"}}}, "volumes.d is not one of"),
+            ({"volumes": {"d": {"host_path": "/x"}}}, "volumes.d is not one of"),
+            ({"volumes": "d"}, "volumes is not a table"),
+            ({"data": {"a": {"volume": 1}}}, "data.'a' is not"),
+            ({"data": {"a": {"volume": "d", "sub_path": "x"}}}, "data.'a' is not"),
+            ({"data": {"a": "/mnt/a"}}, "data.'a' is not"),
+            ({"data": {"a": {"volume": "d"}}}, "which volumes does not define"),
+            ({"read-only-root": "yes"}, "read-only-root is not true or false"),
+            ({"node-selector": {"pool": 3}}, "node-selector has a value"),
+            ({"results": "registry.example/runs:tag"}, "results 'registry.example/runs:tag'"),
+            ({"context": "a\nb"}, "is not a context name"),
         ],
     )
-    def test_bad_table_refused(self, table: dict[str, Any]) -> None:
-        """A misspelt key or a value of the wrong kind is one sentence naming it."""
-        with pytest.raises(UsageError, match=r"\[tool\.envsnap\.targets\.kubernetes\]"):
-            parse_config(table)
+    def test_bad_table_refused(self, table: dict[str, Any], words: str) -> None:
+        """A value of the wrong kind is one sentence naming the table and the key."""
+        with pytest.raises(UsageError) as caught:
+            parse_table(table, "[tool.envsnap.targets.gpu]")
+        assert str(caught.value).startswith("[tool.envsnap.targets.gpu]")
+        assert words in str(caught.value)
 
     def test_gpu_count(self) -> None:
         """As many GPUs as the original used, unless a count or none is asked."""
@@ -540,6 +549,7 @@ class FakeBatch:
         self.reads = reads
         self.error = error
         self.created: list[tuple[str, dict[str, Any]]] = []
+        self.deleted: list[tuple[str, str, str]] = []
 
     def create_namespaced_job(self, namespace: str, body: dict[str, Any], **kwargs: Any) -> Any:
         assert kwargs["_request_timeout"] > 0
@@ -555,6 +565,10 @@ class FakeBatch:
 
     def list_namespaced_job(self, namespace: str, **kwargs: Any) -> Any:
         raise AssertionError("only the watch calls it, through the fake watch")
+
+    def delete_namespaced_job(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        assert kwargs["_request_timeout"] > 0
+        self.deleted.append((name, namespace, kwargs["propagation_policy"]))
 
 
 class FakeCore:
@@ -643,12 +657,12 @@ def pod_list(k8s: Any, *, exit_code: int | None, message: str = "", **status: An
 
 def target(
     k8s: Any, reads: list[Any], streams: list[list[dict[str, Any]]], pods: Any
-) -> tuple[KubernetesTarget, FakeWatch, Clock]:
+) -> tuple[KubernetesJobs, FakeWatch, Clock]:
     batch = FakeBatch(k8s, reads)
     watch = FakeWatch(batch, streams)
     clock = Clock()
     client = KubernetesClient(batch=batch, core=FakeCore(pods), watch=watch)
-    return KubernetesTarget(client, clock=clock, sleep=clock.sleep), watch, clock
+    return KubernetesJobs(client, clock=clock, sleep=clock.sleep), watch, clock
 
 
 class TestSubmit:
@@ -657,7 +671,7 @@ class TestSubmit:
         batch = FakeBatch(k8s, [])
         client = KubernetesClient(batch=batch, core=FakeCore(None), watch=lambda: None)  # type: ignore[arg-type,return-value]
         job = cpu_job()
-        assert KubernetesTarget(client).submit(job) == NAME
+        assert KubernetesJobs(client).submit(job) == NAME
         assert batch.created == [("ml", job)]
 
     def test_refusal_is_one_sentence(self, k8s: Any) -> None:
@@ -666,7 +680,7 @@ class TestSubmit:
         error.body = '{"message": "jobs.batch is forbidden: User \\"ci\\" cannot create"}'
         client = KubernetesClient(batch=FakeBatch(k8s, [], error), core=None, watch=lambda: None)  # type: ignore[arg-type,return-value]
         with pytest.raises(KubernetesError, match="403 Forbidden") as caught:
-            KubernetesTarget(client).submit(cpu_job())
+            KubernetesJobs(client).submit(cpu_job())
         assert "ask for permission" in str(caught.value)
 
 

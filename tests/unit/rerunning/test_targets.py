@@ -10,6 +10,8 @@ import pytest
 from envsnap.config import TargetConfig
 from envsnap.errors import UsageError
 from envsnap.manifest import DataItem
+from envsnap.rerunning.kubernetes import KubernetesTarget
+from envsnap.rerunning.kubernetes_config import KubernetesConfig
 from envsnap.rerunning.targets import DockerTarget, resolve_target, resolve_targets
 from tests.conftest import sample_manifest
 
@@ -23,7 +25,11 @@ FLEET = {
     ),
     "ctx": TargetConfig(name="ctx", engine="docker", context="lab"),
     "h100": TargetConfig(name="h100", engine="slurm", partition="gpu-h100"),
-    "k8s": TargetConfig(name="k8s", engine="kubernetes", namespace="ml"),
+    "k8s": TargetConfig(
+        name="k8s",
+        engine="kubernetes",
+        kubernetes=KubernetesConfig(namespace="ml", context="prod", registry_secret="regcred"),
+    ),
 }
 
 
@@ -50,8 +56,7 @@ class TestResolve:
         ("spec", "words"),
         [
             ("nope", ["--on nope names no target", "a (docker), b (docker)", "k8s (kubernetes)"]),
-            ("k8s", ["kubernetes engine", "docker engines and Slurm are implemented"]),
-            ("kubernetes", ["cannot rerun on kubernetes yet"]),
+            ("kubernetes:", ["is not NAME or NAME:CONTEXT"]),
             ("b:", ["is not NAME or NAME:CONTEXT"]),
             (":x", ["is not NAME or NAME:CONTEXT"]),
         ],
@@ -64,6 +69,54 @@ class TestResolve:
         assert caught.value.exit_code == 2
         for word in words:
             assert word in str(caught.value)
+
+    def test_kubernetes_alone_is_the_current_context(self) -> None:
+        """--on kubernetes without a table: the current kubeconfig context, namespace
+        default, nothing else configured."""
+        assert resolve_target("kubernetes", {}) == KubernetesTarget(
+            label="kubernetes", config=KubernetesConfig()
+        )
+
+    def test_kubernetes_colon_is_a_kubeconfig_context(self) -> None:
+        """--on kubernetes:CONTEXT names the kubeconfig context; --namespace the namespace."""
+        target = resolve_target("kubernetes:lab", {}, namespace="ml")
+        assert target == KubernetesTarget(
+            label="kubernetes:lab", config=KubernetesConfig(context="lab", namespace="ml")
+        )
+
+    def test_a_configured_kubernetes_target(self) -> None:
+        """A kubernetes table is the target's whole configuration; NAME:CONTEXT and
+        --namespace override its context and namespace and keep the rest."""
+        assert resolve_target("k8s", FLEET) == KubernetesTarget(
+            label="k8s",
+            config=FLEET["k8s"].kubernetes,  # type: ignore[arg-type]
+        )
+        target = resolve_target("k8s:staging", FLEET, namespace="ci")
+        assert isinstance(target, KubernetesTarget)
+        assert (target.config.context, target.config.namespace) == ("staging", "ci")
+        assert target.config.registry_secret == "regcred"
+
+    @pytest.mark.parametrize(
+        ("spec", "namespace", "words"),
+        [
+            ("a", "ml", "--namespace is for Kubernetes targets, and --on a is a docker target"),
+            ("h100", "ml", "--on h100 is a slurm target"),
+            ("kubernetes", "ML", "--namespace 'ML' is not a Kubernetes namespace"),
+            ("kubernetes", "ml;x", "is not a Kubernetes namespace"),
+        ],
+    )
+    def test_namespace_refused_where_it_means_nothing(
+        self, spec: str, namespace: str, words: str
+    ) -> None:
+        """--namespace on a docker or Slurm target, or one that is no namespace: one sentence."""
+        with pytest.raises(UsageError) as caught:
+            resolve_target(spec, FLEET, namespace=namespace)
+        assert words in str(caught.value)
+
+    def test_partition_refused_on_kubernetes(self) -> None:
+        """--partition on a Kubernetes target is refused, not ignored."""
+        with pytest.raises(UsageError, match="--on k8s is a kubernetes target"):
+            resolve_target("k8s", FLEET, partition="gpu")
 
     def test_nothing_configured_says_how_to_reach_docker(self) -> None:
         """Without any table, the hint names --on docker and docker:CONTEXT."""
