@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
     from envsnap.image.build import BuildOptions, BuiltImage
     from envsnap.locking.model import LockResult
     from envsnap.registry import PulledRecord, PushedRecord, RegistryOptions
+    from envsnap.rerunning.request import RerunRequest, Target
     from envsnap.rerunning.slurm import Collected, SubmittedJob
-    from envsnap.rerunning.targets import RerunRequest, Target
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -514,8 +514,8 @@ def _rerun_request(
     ``record`` is RUN as given, kept when it names a record in a registry."""
     from envsnap.drift.rules import MetricTolerance
     from envsnap.registry import record_reference
+    from envsnap.rerunning.request import RerunRequest
     from envsnap.rerunning.rerun import RerunOptions, parse_data_options
-    from envsnap.rerunning.targets import RerunRequest
 
     tolerance = None
     if rtol is not None or atol is not None:

@@ -12,9 +12,9 @@ from typing import Any, Literal, get_args
 
 from envsnap.drift.rules import CATEGORY_ORDER, SEVERITY_ORDER, MetricTolerance
 from envsnap.errors import UsageError
+from envsnap.kubernetes_table import TABLE_KEYS as KUBERNETES_KEYS
+from envsnap.kubernetes_table import KubernetesConfig, parse_table
 from envsnap.manifest import Model, model
-from envsnap.rerunning.kubernetes_config import TABLE_KEYS as KUBERNETES_KEYS
-from envsnap.rerunning.kubernetes_config import KubernetesConfig, parse_table
 
 TargetEngine = Literal["docker", "slurm", "kubernetes"]
 TARGET_ENGINES: tuple[str, ...] = get_args(TargetEngine)

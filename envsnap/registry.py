@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from envsnap.dockerconfig import HUB_API_HOST, CredentialHelper, Credentials, registry_credentials
 from envsnap.errors import EnvsnapError, ManifestError, StoreError, UsageError
-from envsnap.image.reference import ImageReference, is_reference, parse_reference
+from envsnap.imageref import ImageReference, is_reference, parse_reference
 from envsnap.manifest import loads_manifest
 from envsnap.store import MANIFEST_FILE, RECORD_FILES, RUN_ID, Store, StoredRun, load_run_dir
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from envsnap.store import StoredRun
+    from envsnap.manifest import Manifest, Result
 
 INDEX_SCHEMA = "envsnap.index/1"
 
@@ -46,14 +46,13 @@ class RunSummary:
     rerun_of: str = ""
 
     @classmethod
-    def of(cls, stored: StoredRun) -> RunSummary:
-        m = stored.manifest
+    def of(cls, m: Manifest, result: Result | None) -> RunSummary:
         return cls(
             run_id=m.run_id,
             created=m.created,
             name=m.name,
             env_id=m.env_id,
-            exit_code=stored.result.exit_code if stored.result else None,
+            exit_code=result.exit_code if result else None,
             rerun_of=m.rerun_of,
         )
 

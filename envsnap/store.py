@@ -430,7 +430,8 @@ class Store:
                 row = index.get(run_id)
                 if row is None or row[6] != manifest or row[7] != result:
                     try:
-                        summary = RunSummary.of(self.load(run_id))
+                        loaded = self.load(run_id)
+                        summary = RunSummary.of(loaded.manifest, loaded.result)
                     except EnvsnapError as exc:
                         damaged[run_id] = exc
                         continue

@@ -176,7 +176,7 @@ def _same_base(built_on: str, asked: str) -> bool:
     """Whether an image built on ``built_on`` (pinned) serves a build that asks for ``asked``:
     nothing asked, the same digest, or, for a tag, the same repository (the tag was resolved
     when the image was built; a rebuild resolves it again)."""
-    from envsnap.image.reference import is_reference, parse_reference
+    from envsnap.imageref import is_reference, parse_reference
 
     if not asked:
         return True
@@ -343,7 +343,7 @@ def _project_files(
 
 
 def _push(engine: Engine, built: BuiltImage, repository: str) -> BuiltImage:
-    from envsnap.image.reference import parse_reference
+    from envsnap.imageref import parse_reference
 
     tag = parse_reference(built.reference, "the built image").tag
     pushed_to = parse_reference(repository, "--push")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envsnap.errors import EnvsnapError
-from envsnap.image.reference import familiar_name
+from envsnap.imageref import familiar_name
 
 # docker's own exit code for "the CLI or daemon failed", and ours for "stopped at the timeout",
 # the same convention as timeout(1).

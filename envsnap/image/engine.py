@@ -58,7 +58,7 @@ from envsnap.image.process import (
     StreamingProcess,
     SubprocessRunner,
 )
-from envsnap.image.reference import familiar_name, parse_reference
+from envsnap.imageref import familiar_name, parse_reference
 
 Echo = Callable[[str], None]
 LineSink = Callable[[str], None]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envsnap.errors import UsageError
-from envsnap.image.reference import is_reference, parse_reference
+from envsnap.imageref import is_reference, parse_reference
 from envsnap.manifest import Manifest
 from envsnap.template import read_template
 

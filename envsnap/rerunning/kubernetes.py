@@ -1,7 +1,7 @@
 """The Kubernetes rerun target: a recorded run as a ``batch/v1`` Job, and the Job waited on.
 
 ``KubernetesTarget`` (``--on kubernetes[:CONTEXT]``, or a table with ``engine = "kubernetes"``
-read by kubernetes_config.py) checks the run's record is in its registry, renders and submits
+read by kubernetes_table.py) checks the run's record is in its registry, renders and submits
 the Job, waits on it (``KubernetesJobs``, through a client seam), pulls the new run's record
 into the store and compares it; ``render`` is ``--dry-run``'s Job.
 
@@ -58,8 +58,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from envsnap.capturing.redact import is_secret_name
 from envsnap.errors import EnvsnapError, UsageError
 from envsnap.image.plan import CODE_DIR
-from envsnap.image.reference import parse_reference
-from envsnap.rerunning.kubernetes_config import (
+from envsnap.imageref import parse_reference
+from envsnap.kubernetes_table import (
     CONTROL,
     KubernetesConfig,
     check_config,
@@ -76,7 +76,7 @@ from envsnap.store import CODE_ARCHIVE
 if TYPE_CHECKING:
     from envsnap.drift.outcome import RerunOutcome
     from envsnap.manifest import Manifest
-    from envsnap.rerunning.targets import RerunRequest
+    from envsnap.rerunning.request import RerunRequest
     from envsnap.store import StoredRun
 
 API_VERSION = "batch/v1"

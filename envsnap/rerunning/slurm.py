@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from envsnap.config import Config
     from envsnap.drift.outcome import RerunOutcome
     from envsnap.image.process import ProcessRunner
+    from envsnap.rerunning.request import RerunRequest
     from envsnap.rerunning.rerun import ContainerJob
-    from envsnap.rerunning.targets import RerunRequest
     from envsnap.store import Store
 
 SLURM = "slurm"

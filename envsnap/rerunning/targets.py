@@ -5,66 +5,22 @@ Kubernetes in kubernetes.py."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from envsnap.errors import UsageError
-from envsnap.rerunning.rerun import Cancellation
+from envsnap.rerunning.request import RerunRequest, Target
 
 if TYPE_CHECKING:
-    from envsnap.config import Config, TargetConfig
+    from envsnap.config import TargetConfig
     from envsnap.drift.outcome import RerunOutcome
-    from envsnap.image.build import BuildOptions
     from envsnap.manifest import Manifest
-    from envsnap.rerunning.rerun import RerunOptions
-    from envsnap.store import Store, StoredRun
 
 # The built-in target: ``--on docker`` is the local engine, ``--on docker:CONTEXT`` a context.
 DOCKER = "docker"
 # How the docker CLI is pointed at an engine; a target sets one and clears the other.
 _ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RerunRequest:
-    """Everything a target needs for one rerun, resolved once by the caller."""
-
-    stored: StoredRun
-    store: Store
-    build: BuildOptions
-    options: RerunOptions
-    config: Config
-    repo_root: Path | None
-    cwd: Path
-    env: Mapping[str, str]
-    # The registry reference RUN was given as (``REPOSITORY:<run-id>[@sha256:...]``), "" when it
-    # was an id, a prefix or a path: a Kubernetes Job takes the run from there.
-    record: str = ""
-    on_output: Callable[[str], None] | None = None
-    on_build_line: Callable[[str], None] | None = None
-    echo: Callable[[str], None] | None = None
-    # A matrix's reruns run at once, but get their images one at a time (two builds of one
-    # environment on one engine would race), and are stopped through ``cancel`` on Ctrl-C.
-    prepare_lock: contextlib.AbstractContextManager[object] = field(
-        default_factory=contextlib.nullcontext
-    )
-    cancel: Cancellation | None = None
-
-
-class Target(Protocol):
-    """Where a rerun runs."""
-
-    @property
-    def label(self) -> str:
-        """The target as ``--on`` named it, for reports."""
-        ...
-
-    def rerun(self, request: RerunRequest) -> RerunOutcome:
-        """Rerun the request's run on this target and compare the new run with it."""
-        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,12 +146,12 @@ def _kubernetes_target(
 ) -> Target:
     """A configured Kubernetes target (or the built-in one: the current context, namespace
     default) with ``--on NAME:CONTEXT``'s kubeconfig context and ``--namespace``."""
-    from envsnap.rerunning.kubernetes import KubernetesTarget
-    from envsnap.rerunning.kubernetes_config import (
+    from envsnap.kubernetes_table import (
         KubernetesConfig,
         check_context,
         check_namespace,
     )
+    from envsnap.rerunning.kubernetes import KubernetesTarget
 
     config = (configured.kubernetes if configured else None) or KubernetesConfig()
     if namespace:
@@ -255,6 +211,7 @@ def rerun_everywhere(
     from concurrent.futures import Future, ThreadPoolExecutor, wait
 
     from envsnap.errors import EnvsnapError, InterruptError
+    from envsnap.rerunning.rerun import Cancellation
 
     cancel = Cancellation()
     lock = threading.Lock()

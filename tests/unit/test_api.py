@@ -20,7 +20,7 @@ from envsnap.errors import InterruptError
 from envsnap.image.dockeroutput import EngineUnavailableError
 from envsnap.manifest import Result
 from envsnap.rerunning import targets
-from envsnap.rerunning.targets import RerunRequest
+from envsnap.rerunning.request import RerunRequest
 from envsnap.store import Store
 from tests.conftest import sample_manifest
 

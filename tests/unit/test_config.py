@@ -9,7 +9,7 @@ import pytest
 from envsnap.config import TargetConfig, load_config
 from envsnap.drift.rules import MetricTolerance
 from envsnap.errors import UsageError
-from envsnap.rerunning.kubernetes_config import DataVolume, KubernetesConfig, VolumeSource
+from envsnap.kubernetes_table import DataVolume, KubernetesConfig, VolumeSource
 
 
 def _pyproject(root: Path, body: str) -> None:

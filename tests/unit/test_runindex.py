@@ -43,7 +43,9 @@ def _store(tmp_path: Path) -> Store:
 def _without_index(store: Store) -> tuple[list[RunSummary], list[str]]:
     """The listing as it was before the index: every run read."""
     good, damaged = store.scan()
-    return [RunSummary.of(run) for run in good], [run_id for run_id, _ in damaged]
+    return [RunSummary.of(run.manifest, run.result) for run in good], [
+        run_id for run_id, _ in damaged
+    ]
 
 
 def _listed(store: Store) -> tuple[list[RunSummary], list[str]]:

@@ -8,7 +8,7 @@ import pytest
 
 from envsnap.errors import UsageError
 from envsnap.image.plan import choose_base
-from envsnap.image.reference import familiar_name, parse_reference
+from envsnap.imageref import familiar_name, parse_reference
 from envsnap.manifest import Container
 from tests.conftest import sample_manifest
 

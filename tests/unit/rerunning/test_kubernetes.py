@@ -15,6 +15,12 @@ import pytest
 import yaml
 
 from envsnap.errors import EXIT_ERROR, UsageError
+from envsnap.kubernetes_table import (
+    DataVolume,
+    KubernetesConfig,
+    VolumeSource,
+    parse_table,
+)
 from envsnap.manifest import (
     Command,
     Conda,
@@ -40,12 +46,6 @@ from envsnap.rerunning.kubernetes import (
     recorded_image,
     render_job,
     validate_job,
-)
-from envsnap.rerunning.kubernetes_config import (
-    DataVolume,
-    KubernetesConfig,
-    VolumeSource,
-    parse_table,
 )
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "kubernetes"

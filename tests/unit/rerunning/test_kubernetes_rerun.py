@@ -17,6 +17,7 @@ from envsnap.cli import main
 from envsnap.config import Config
 from envsnap.errors import EXIT_ERROR, EXIT_OK, InterruptError, UsageError
 from envsnap.image.build import BuildOptions
+from envsnap.kubernetes_table import DataVolume, KubernetesConfig, VolumeSource
 from envsnap.manifest import Result
 from envsnap.registry import RegistryOptions, push_run
 from envsnap.rerunning.kubernetes import (
@@ -25,9 +26,8 @@ from envsnap.rerunning.kubernetes import (
     KubernetesTarget,
     validate_job,
 )
-from envsnap.rerunning.kubernetes_config import DataVolume, KubernetesConfig, VolumeSource
+from envsnap.rerunning.request import RerunRequest
 from envsnap.rerunning.rerun import Cancellation, RerunOptions
-from envsnap.rerunning.targets import RerunRequest
 from envsnap.store import Store, StoredRun
 from tests.conftest import sample_manifest
 from tests.unit.fake_registry import FakeRegistry, serve

@@ -9,9 +9,9 @@ import pytest
 
 from envsnap.config import TargetConfig
 from envsnap.errors import UsageError
+from envsnap.kubernetes_table import KubernetesConfig
 from envsnap.manifest import DataItem
 from envsnap.rerunning.kubernetes import KubernetesTarget
-from envsnap.rerunning.kubernetes_config import KubernetesConfig
 from envsnap.rerunning.targets import DockerTarget, resolve_target, resolve_targets
 from tests.conftest import sample_manifest
 

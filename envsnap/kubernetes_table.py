@@ -232,7 +232,7 @@ def check_context(context: str, what: str) -> None:
 
 def check_results(repository: str, what: str) -> str:
     """The repository a new run's record goes to: REGISTRY/PATH, no tag or digest."""
-    from envsnap.image.reference import parse_reference
+    from envsnap.imageref import parse_reference
 
     reference = parse_reference(repository, what)
     if reference.tag or reference.digest or "/" not in repository:
