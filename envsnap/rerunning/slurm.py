@@ -79,6 +79,8 @@ _CALL_TIMEOUT_S = 60.0
 _SETTLE_S = 30.0
 # After Ctrl-C cancelled a job, how long its script gets to bring the container's store back.
 _CANCEL_WAIT_S = 60.0
+# The longest wait between two questions to slurmctld while a rerun waits on its job.
+_MAX_ASK_S = 30.0
 _TAIL_LINES = 40
 _SLURMSTEPD = re.compile(r"\*\*\* JOB \d+ ON \S+ (CANCELLED AT \S+.*?) \*\*\*")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -470,8 +472,6 @@ def render_script(
             "cannot pass on",
             hint="capture the run again without it (env-allow)",
         )
-    if CONTAINER_STORE != "/envsnap/store":  # the template's finish() copies it out by name
-        raise AssertionError(CONTAINER_STORE)
     lines = []
     if partition:
         lines.append(f"--partition={partition}")
@@ -497,6 +497,7 @@ def render_script(
         "@ENV_ASSIGNMENTS@": assignments,
         "@CREATE_FLAGS@": quoted,
         "@ARGV@": shlex.join(job.argv),
+        "@STORE@": shlex.quote(CONTAINER_STORE),
     }
     for place in (str(directory), str(directory / OUTPUT_FILE)):
         if any(ch in place for ch in "\n\r%"):
@@ -531,16 +532,28 @@ def wait_for_job(
     output = _OutputFollower(submitted.directory / OUTPUT_FILE)
     said = ""
     interrupted = False
+    # The job directory is looked at every poll; slurmctld is asked less and less often (every
+    # poll at first, then up to every _MAX_ASK_S), so a long job does not load the controller.
+    ask_every, next_ask = poll_s, 0.0
     try:
         while True:
             output.pump(on_output)
-            status = slurm.status(submitted.job_id)
-            if _ended(submitted.directory, status):
+            if (submitted.directory / EXIT_FILE).is_file():
                 break
-            if status is not None and status.state != said and on_state is not None:
-                why = f" ({status.reason})" if status.reason else ""
-                on_state(f"envsnap: Slurm job {submitted.job_id} is {status.state}{why}")
-            said = status.state if status is not None else said
+            now = time.monotonic()
+            if now >= next_ask:
+                status = slurm.status(submitted.job_id)
+                if _ended(submitted.directory, status):
+                    # Ended with no exit code seen: a shared filesystem may show the job's
+                    # last files a little late; look again for a while before calling it lost.
+                    _await_file(submitted.directory / EXIT_FILE, _SETTLE_S, poll_s, sleep)
+                    break
+                if status is not None and status.state != said and on_state is not None:
+                    why = f" ({status.reason})" if status.reason else ""
+                    on_state(f"envsnap: Slurm job {submitted.job_id} is {status.state}{why}")
+                said = status.state if status is not None else said
+                ask_every = min(ask_every * 1.5, _MAX_ASK_S)
+                next_ask = now + ask_every
             sleep(poll_s)
     except KeyboardInterrupt:
         interrupted = True
@@ -566,6 +579,14 @@ def wait_for_job(
             hint="its output is above",
         )
     return collected.outcome
+
+
+def _await_file(
+    path: Path, within_s: float, poll_s: float, sleep: Callable[[float], None]
+) -> None:
+    deadline = time.monotonic() + within_s
+    while not path.is_file() and time.monotonic() < deadline:
+        sleep(max(poll_s, 0.5))
 
 
 def _ended(directory: Path, status: JobStatus | None) -> bool:

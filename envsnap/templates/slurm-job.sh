@@ -21,7 +21,7 @@ say() { echo "envsnap-job: $*" >&2; }
 
 # The container's store and exit code, each written whole (a collect may look at any moment).
 finish() {
-  "$cli" cp "$name:/envsnap/store" - > store.tar.part 2>/dev/null && mv store.tar.part store.tar
+  "$cli" cp "$name:"@STORE@ - > store.tar.part 2>/dev/null && mv store.tar.part store.tar
   "$cli" rm -f "$name" > /dev/null 2>&1
   printf '%s\n' "$1" > exit_code.part && mv exit_code.part exit_code
 }

@@ -482,3 +482,73 @@ class TestCollectMany:
         with pytest.raises(SlurmUnreachableError, match="Unable to contact slurm controller"):
             collect_jobs(store, slurm, config=Config())
         assert store.job_dirs() == [job]
+
+
+class TestWait:
+    def test_output_streams_states_are_said_and_the_end_is_collected(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """While the job runs its output lines are passed on as they appear and its state is
+        said once; when its script writes the exit code the rerun is collected."""
+        from envsnap.rerunning.slurm import SubmittedJob, wait_for_job
+
+        job = _job_dir(store, tmp_path)
+        archive = _container_store(tmp_path / "scratch", "20261201-000000-abcdef")
+        polls: list[int] = []
+
+        def sleep(_: float) -> None:
+            polls.append(1)
+            if len(polls) == 1:
+                (job / OUTPUT_FILE).write_text("epoch 1\nepo")
+            elif len(polls) == 2:
+                with (job / OUTPUT_FILE).open("a") as handle:
+                    handle.write("ch 2\n")
+            elif len(polls) == 3:
+                (job / STORE_ARCHIVE).write_bytes(archive)
+                (job / EXIT_FILE).write_text("0\n")
+
+        running = CallResult(0, RUNNING, "")
+        runner = FakeRunner({"scontrol": [running, running, running, _state("COMPLETED")]})
+        lines: list[str] = []
+        submitted = SubmittedJob(
+            job_id="12", directory=job, original="20261122-163012-a1b2c3", target="slurm"
+        )
+        outcome = wait_for_job(
+            submitted,
+            store,
+            Slurm({}, runner),
+            config=Config(),
+            poll_s=0.0,
+            on_output=lines.append,
+            on_state=lines.append,
+            sleep=sleep,
+        )
+        assert outcome.rerun == "20261201-000000-abcdef" and not outcome.interrupted
+        assert lines == ["envsnap: Slurm job 12 is RUNNING", "epoch 1", "epoch 2"]
+        assert store.job_dirs() == []
+
+    def test_an_exit_code_seen_late_on_a_shared_filesystem_still_counts(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Slurm says the job ended before its exit code is visible here: the waiter looks
+        again and collects the run instead of calling the job lost."""
+        from envsnap.rerunning.slurm import SubmittedJob, wait_for_job
+
+        job = _job_dir(store, tmp_path)
+        archive = _container_store(tmp_path / "scratch", "20261201-000000-abcdef")
+        polls: list[int] = []
+
+        def sleep(_: float) -> None:
+            polls.append(1)
+            if len(polls) == 2:
+                (job / STORE_ARCHIVE).write_bytes(archive)
+                (job / EXIT_FILE).write_text("0\n")
+
+        runner = FakeRunner({"scontrol": [_state("COMPLETED")]})
+        submitted = SubmittedJob(
+            job_id="12", directory=job, original="20261122-163012-a1b2c3", target="slurm"
+        )
+        outcome = wait_for_job(
+            submitted, store, Slurm({}, runner), config=Config(), poll_s=0.0, sleep=sleep
+        )
+        assert outcome.exit_code == 0 and len(polls) == 2
