@@ -21,11 +21,9 @@ from typing import Any
 import pytest
 
 from envsnap.drift.compare import compare
+from envsnap.kubernetes_table import DataVolume, KubernetesConfig, VolumeSource
 from envsnap.rerunning.kubernetes import (
-    DataVolume,
     JobRequest,
-    KubernetesConfig,
-    VolumeSource,
     check_record_code,
     recorded_image,
     render_job,
