@@ -392,7 +392,7 @@ class SlurmTarget:
                 job,
                 image=image,
                 pull=bool(job.registry_digest),
-                directory=directory,
+                directory=directory.absolute(),  # the node resolves it, not this cwd
                 runtime=self.runtime,
                 partition=self.partition,
                 timeout_s=options.timeout_s,
@@ -581,9 +581,7 @@ def wait_for_job(
     return collected.outcome
 
 
-def _await_file(
-    path: Path, within_s: float, poll_s: float, sleep: Callable[[float], None]
-) -> None:
+def _await_file(path: Path, within_s: float, poll_s: float, sleep: Callable[[float], None]) -> None:
     deadline = time.monotonic() + within_s
     while not path.is_file() and time.monotonic() < deadline:
         sleep(max(poll_s, 0.5))
