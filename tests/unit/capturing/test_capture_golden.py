@@ -26,7 +26,16 @@ from envsnap.capturing.probes import container, cuda, gpu, system
 from envsnap.capturing.probes import python as python_probe
 from envsnap.capturing.probes.interpreter import target_for_prefix
 from envsnap.config import Config
-from envsnap.manifest import Container, Gpu, GpuDevice, Host, seal_text
+from envsnap.manifest import (
+    Container,
+    Gpu,
+    GpuDevice,
+    Host,
+    Manifest,
+    from_data,
+    seal_text,
+    to_data,
+)
 
 GOLDEN = Path(__file__).parents[2] / "data" / "capture" / "fixture-venv.manifest.toml"
 NOW = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
@@ -209,8 +218,20 @@ def capture_fixture(root: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     ctx = CaptureContext(cwd=project, env=env, now=NOW, repo_root=project, config=Config())
     manifest, diff = build_manifest(request, ctx, with_git=False)
     assert diff == b""
-    _, text = seal_text(dataclasses.replace(manifest, run_id=RUN_ID))
-    return text.replace(str(root), "<tmp>")
+    # tmp_path differs from run to run: take it out before sealing, so the digest is stable too.
+    data = _without_root(to_data(dataclasses.replace(manifest, run_id=RUN_ID)), str(root))
+    _, text = seal_text(from_data(Manifest, data, "the fixture manifest"))
+    return text
+
+
+def _without_root(data: Any, root: str) -> Any:
+    if isinstance(data, str):
+        return data.replace(root, "<tmp>")
+    if isinstance(data, dict):
+        return {key: _without_root(value, root) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_without_root(item, root) for item in data]
+    return data
 
 
 class TestGoldenManifest:
