@@ -20,7 +20,6 @@ from envsnap.capturing.capture import CaptureContext, CapturedRun, CaptureReques
 from envsnap.config import Config, load_config
 from envsnap.errors import UsageError
 from envsnap.manifest import Result
-from envsnap.runindex import RunSummary
 from envsnap.store import Store, StoredRun
 
 if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
@@ -33,6 +32,7 @@ if TYPE_CHECKING:  # none of these is needed to capture, which must start fast
     from envsnap.registry import PulledRecord, PushedRecord, RegistryOptions
     from envsnap.rerunning.request import RerunRequest, Target
     from envsnap.rerunning.slurm import Collected, SubmittedJob
+    from envsnap.runindex import RunSummary
 
 STORE_DIR_NAME = ".envsnap"
 
@@ -90,13 +90,16 @@ def capture(
     env: Mapping[str, str] | None = None,
 ) -> CapturedRun:
     """Capture the environment into a new run and return it (the command is not run)."""
+    import sys
+
     from envsnap.capturing.capture import capture as record
-    from envsnap.capturing.seeding import last_seed_record
 
     ws = workspace(store, cwd=cwd, env=env)
     seeds: dict[str, int] = {}
     determinism: dict[str, str] = {}
-    seeded = last_seed_record()
+    # Only a process that imported the seeding module can have seeded anything.
+    seeding = sys.modules.get("envsnap.capturing.seeding")
+    seeded = seeding.last_seed_record() if seeding is not None else None
     if seeded is not None:
         seeds.update(seeded.libraries)
         determinism.update(seeded.settings)

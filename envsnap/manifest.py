@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import types
 import typing
@@ -428,7 +427,24 @@ def verify_digest(manifest: Manifest, origin: str) -> None:
 
 def _canonical_hash(data: object) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return _sha256_hex(text.encode("utf-8"))
+
+
+def _sha256_hex(data: bytes) -> str:
+    """SHA-256 of a manifest's few kilobytes by Python's built-in implementation: ``hashlib``
+    loads OpenSSL's libcrypto on import, about 3 ms of every capture, and OpenSSL's speed does
+    not matter at this size. Same digest either way."""
+    import importlib
+
+    for name in ("_sha2", "_sha256"):  # Python 3.12 on, then 3.11
+        try:
+            sha256 = importlib.import_module(name).sha256
+        except (ImportError, AttributeError):
+            continue
+        return str(sha256(data).hexdigest())
+    import hashlib  # an interpreter built without its own SHA-2
+
+    return hashlib.sha256(data).hexdigest()
 
 
 # --- canonical TOML ---------------------------------------------------------------------------

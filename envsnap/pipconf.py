@@ -10,7 +10,6 @@ environment's own ``<prefix>/pip.conf``, the file ``PIP_CONFIG_FILE`` names, and
 
 from __future__ import annotations
 
-import configparser
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,6 +70,8 @@ def merged_pip_config(env: Mapping[str, str], files: Sequence[Path]) -> str:
     ``[global]`` and over the same key of every other section, since pip puts them above all
     sections. Options that name host paths are left out. Empty text when nothing is configured.
     """
+    import configparser  # here, not at the top: capture imports this module, builds use this
+
     merged: dict[str, dict[str, str]] = {}
     for path in files:
         parser = configparser.RawConfigParser(strict=False, interpolation=None)

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envsnap import runindex
 from envsnap.atomicfile import fsync_dir, write_file, write_files, write_new_file
 from envsnap.errors import (
     EnvsnapError,
@@ -37,10 +36,11 @@ from envsnap.manifest import (
     read_result,
     seal_text,
 )
-from envsnap.runindex import RunSummary
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
+
+    from envsnap.runindex import RunSummary
 
 MANIFEST_FILE = "manifest.toml"
 RESULT_FILE = "result.toml"
@@ -406,6 +406,9 @@ class Store:
         """What ``scan`` finds, summarised: every run in creation order, and apart from them
         each run that cannot be read with the reason. Only runs new or changed since the index
         was written are read; the index is then brought up to date."""
+        from envsnap import runindex  # here: capture, which writes runs, needs no index
+        from envsnap.runindex import RunSummary
+
         try:
             fd = os.open(self.runs_dir, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:

@@ -1,8 +1,8 @@
 """Capture: ask every probe, assemble the manifest, store it, and run the recorded command.
 
-Bad input (params, data paths, text that is not UTF-8) is checked before any probe runs, and the
-slow probe (git, two subprocesses) is started first and collected after the file-reading probes,
-so it runs meanwhile.
+Bad input (params, text that is not UTF-8) is checked before any probe runs. The slow probes
+are started first and collected after the file-reading ones, so they run meanwhile: the GPU probe
+on a thread of its own (loading NVML waits on the driver), git as two subprocesses.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ def build_manifest(
     """
     from envsnap.capturing.probes import data as data_probe
     from envsnap.capturing.probes import git as git_probe
+    from envsnap.capturing.probes import gpu as gpu_probe
 
     # Bad input first, so nothing is probed (or written) for a command line that cannot work.
     _require_text(request, ctx)
@@ -151,6 +152,7 @@ def build_manifest(
         if replayed:
             layers.append((source, replayed))
     params, param_redactions = merge_params(layers)
+    pending_gpu = gpu_probe.start_gpu_capture()
     data = data_probe.fingerprint_data(list(request.data), base=ctx.cwd)
 
     pending_git = (
@@ -180,6 +182,7 @@ def build_manifest(
         if pending_git is not None
         else (Git(present=False, reason="not inside a git repository"), b"")
     )
+    gpu = pending_gpu.result()
     from envsnap.store import new_run_id
 
     manifest = Manifest(
@@ -198,7 +201,7 @@ def build_manifest(
         outputs=Outputs(globs=tuple(sorted(set(request.outputs))), metrics=request.metrics),
         host=sections["host"],
         container=sections["container"],
-        gpu=sections["gpu"],
+        gpu=gpu,
         cuda=sections["cuda"],
         python=sections["python"],
         conda=sections["conda"],
@@ -268,7 +271,7 @@ def inside_repo(paths: Iterable[str], cwd: Path, repo_root: Path | None) -> tupl
 
 
 def _probe_environment(ctx: CaptureContext) -> dict[str, Any]:
-    from envsnap.capturing.probes import conda, container, cuda, gpu, python, system
+    from envsnap.capturing.probes import conda, container, cuda, python, system
     from envsnap.capturing.probes.distributions import find_distributions
     from envsnap.capturing.probes.interpreter import current_target
 
@@ -281,7 +284,6 @@ def _probe_environment(ctx: CaptureContext) -> dict[str, Any]:
         "tool": python.capture_tool(target, installed=installed),
         "host": system.capture_host(),
         "container": container.capture_container(ctx.env),
-        "gpu": gpu.capture_gpu(),
         "cuda": cuda.capture_cuda(python_section.packages, target.site_dirs, env=ctx.env),
         "python": python_section,
         "conda": conda.capture_conda(Path(target.prefix)),

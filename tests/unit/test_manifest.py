@@ -67,6 +67,18 @@ class TestCanonicalForm:
         assert text.splitlines()[1].startswith("run_id = ")
 
 
+class TestDigestFunction:
+    @pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 10_000, 1_000_003])
+    def test_built_in_sha256_agrees_with_hashlib(self, size: int) -> None:
+        """The SHA-256 that seals manifests without loading OpenSSL gives hashlib's digest."""
+        import hashlib
+
+        from envsnap.manifest import _sha256_hex
+
+        data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        assert _sha256_hex(data) == hashlib.sha256(data).hexdigest()
+
+
 class TestEnvId:
     def test_env_id_ignores_run_facts(self) -> None:
         """Runs in the same environment share an env_id whatever their name, params or time."""

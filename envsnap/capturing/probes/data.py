@@ -3,7 +3,6 @@ symlinks, so a rerun can tell whether its inputs are the ones recorded."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +50,8 @@ def _locate(given: str, base: Path) -> tuple[Path, str]:
 
 
 def _hash_file(path: Path, given: str) -> tuple[str, int]:
+    import hashlib  # OpenSSL's, for data of any size; loaded only when there is data to hash
+
     digest = hashlib.sha256()
     size = 0
     try:
@@ -92,6 +93,8 @@ def _hash_tree(root: Path, recorded: str, given: str) -> DataItem:
             f"data path {given!r} cannot be read ({exc.strerror or exc})",
             hint="check its permissions",
         ) from None
+    import hashlib
+
     outer = hashlib.sha256()
     for _rel, line in sorted(lines):
         outer.update(line)

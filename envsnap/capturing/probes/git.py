@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import field
@@ -209,6 +208,8 @@ class PendingGit:
             return section, b""
 
         diff, truncated, failure = _read_diff(git, self._cwd, self._max_diff_bytes, self._pathspecs)
+        import hashlib  # only a dirty tree's diff is hashed: a clean capture skips loading OpenSSL
+
         section = dataclasses.replace(
             section,
             reason=failure,

@@ -1,5 +1,7 @@
 """The [gpu] section: NVIDIA driver, CUDA driver API version and devices, asked of NVML through a
-small interface; pynvml is imported only when a driver is visible."""
+small interface; pynvml is imported only when a driver is visible. Capture asks on a thread of its
+own (``start_gpu_capture``): importing pynvml and starting NVML took over half of a capture on an
+H200 host, and most of that wait is in the driver, outside the GIL."""
 
 from __future__ import annotations
 
@@ -105,6 +107,45 @@ def capture_gpu(
     finally:
         with contextlib.suppress(Exception):  # nothing useful to do when releasing NVML fails
             api.shutdown()
+
+
+class PendingGpu:
+    """The [gpu] section while a thread asks NVML for it; see ``start_gpu_capture``."""
+
+    def __init__(self, probe: Callable[[], Gpu]) -> None:
+        import threading
+
+        self._gpu: Gpu | None = None
+        self._error: BaseException | None = None
+        # A daemon: a capture refused or interrupted meanwhile does not wait for NVML to exit.
+        self._thread = threading.Thread(
+            target=self._run, args=(probe,), name="envsnap-gpu-probe", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, probe: Callable[[], Gpu]) -> None:
+        try:
+            self._gpu = probe()
+        except BaseException as exc:  # handed to the caller of result(), as if called there
+            self._error = exc
+
+    def result(self) -> Gpu:
+        """The section, once NVML has answered (as long as it takes, as before the thread)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._gpu is None:  # pragma: no cover - _run sets one or the other
+            raise RuntimeError("the GPU probe ended without a result")
+        return self._gpu
+
+
+def start_gpu_capture(probe: Callable[[], Gpu] | None = None) -> PendingGpu:
+    """Start ``capture_gpu`` (or ``probe``) on its own thread; ``result()`` collects it.
+
+    Capture starts it before its other probes and collects it last, so loading NVML overlaps
+    them; the section is the one ``capture_gpu`` gives, errors and reasons included.
+    """
+    return PendingGpu(capture_gpu if probe is None else probe)
 
 
 def driver_visible(*, proc_root: Path = Path("/proc"), dev_root: Path = Path("/dev")) -> bool:

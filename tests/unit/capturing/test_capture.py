@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from envsnap.capturing.capture import (
 from envsnap.capturing.command import CommandOutcome
 from envsnap.config import Config
 from envsnap.errors import EnvsnapError, UsageError
-from envsnap.manifest import Git, Outputs, capture_warnings
+from envsnap.manifest import Git, Gpu, Host, Outputs, capture_warnings
 from envsnap.store import Store
 from tests.conftest import sample_manifest
 
@@ -225,3 +226,42 @@ class TestCaptureWarnings:
         assert len(warnings) == (1 if expected else 0)
         for word in expected:
             assert word in warnings[0]
+
+
+class TestGpuProbeOverlaps:
+    def test_gpu_probe_runs_while_the_other_probes_do(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The GPU probe is started before the others and collected after them: here it can only
+        finish once the host probe has run, which a GPU probe run first would wait for in vain."""
+        from envsnap.capturing.probes import gpu, system
+
+        host_probed = threading.Event()
+        answer = Gpu(available=False, reason="waited for the host probe")
+        real_capture_host = system.capture_host
+
+        def capture_host(**kwargs: object) -> Host:
+            host_probed.set()
+            return real_capture_host()
+
+        def capture_gpu() -> Gpu:
+            assert host_probed.wait(timeout=60), "GPU probe ran before the others"
+            return answer
+
+        monkeypatch.setattr(system, "capture_host", capture_host)
+        monkeypatch.setattr(gpu, "capture_gpu", capture_gpu)
+        manifest, _ = build_manifest(CaptureRequest(), _context(tmp_path), with_git=False)
+        assert manifest.gpu == answer
+
+    def test_a_refused_request_starts_no_gpu_probe(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Bad input is refused before the GPU probe starts."""
+        from envsnap.capturing.probes import gpu
+
+        def start_gpu_capture(*args: object) -> NoReturn:
+            raise AssertionError("GPU probe started for a refused request")
+
+        monkeypatch.setattr(gpu, "start_gpu_capture", start_gpu_capture)
+        with pytest.raises(UsageError):
+            build_manifest(CaptureRequest(cli_params=("no-equals",)), _context(tmp_path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from envsnap.capturing.probes.gpu import (
     capture_gpu,
     driver_visible,
     format_cuda_version,
+    start_gpu_capture,
 )
 from envsnap.manifest import Gpu, GpuDevice, read_manifest, to_data
 
@@ -235,30 +237,86 @@ class TestFailures:
             assert gpu.reason.startswith(("NVML could not start:", "nvidia-ml-py"))
 
 
+def replay_h200() -> tuple[FakeNvml, dict[str, object]]:
+    """A fake NVML answering as the recorded H200 did, and the [gpu] section recorded there."""
+    recorded = tomllib.loads((GPU_DATA / "nvidia-h200-nvml.toml").read_text())
+    nvml = recorded["nvml"]
+    fake = FakeNvml(
+        devices=[
+            FakeDevice(
+                name=d["name"],
+                uuid=d["uuid"],
+                memory=d["memory_total"],
+                capability=(d["compute_capability"][0], d["compute_capability"][1]),
+            )
+            for d in nvml["devices"]
+        ],
+        driver=nvml["driver_version"],
+        cuda=nvml["cuda_driver_version"],
+    )
+    assert len(fake.devices) == nvml["device_count"]
+    return fake, recorded["gpu"]
+
+
+class TestOnItsOwnThread:
+    """Capture asks NVML on a thread of its own; what it gets back is what capture_gpu gives."""
+
+    def test_recorded_h200_replays_the_same_through_the_thread(
+        self, with_driver: dict[str, Path]
+    ) -> None:
+        """The H200's recorded answers give the recorded [gpu] section through the thread too."""
+        fake, recorded = replay_h200()
+        pending = start_gpu_capture(lambda: capture_gpu(nvml=fake, **with_driver))
+        assert to_data(pending.result()) == recorded
+        assert fake.calls[-1] == "shutdown"
+
+    def test_failures_keep_their_reason(self, with_driver: dict[str, Path]) -> None:
+        """An NVML that cannot start gives the same unavailable section and reason."""
+        nvml = FakeNvml(fail_init=NVMLError("Driver Not Loaded"))
+        pending = start_gpu_capture(lambda: capture_gpu(nvml=nvml, **with_driver))
+        assert pending.result() == capture_gpu(nvml=nvml, **with_driver)
+        assert not pending.result().available
+
+    def test_no_driver(self, tmp_path: Path) -> None:
+        """Without a driver the thread answers as capture_gpu does, without NVML."""
+        pending = start_gpu_capture(lambda: capture_gpu(proc_root=tmp_path, dev_root=tmp_path))
+        assert pending.result() == Gpu(available=False, reason=NO_DRIVER_REASON)
+
+    def test_runs_on_another_thread_while_the_caller_goes_on(self) -> None:
+        """The probe runs on a thread that is not the caller's, and the caller is not held up
+        while it runs: here the probe waits for the caller to signal it."""
+        caller_went_on = threading.Event()
+        ran_on: list[threading.Thread] = []
+
+        def probe() -> Gpu:
+            ran_on.append(threading.current_thread())
+            assert caller_went_on.wait(timeout=60), "start_gpu_capture waited for the probe"
+            return Gpu(available=False, reason="test")
+
+        pending = start_gpu_capture(probe)
+        caller_went_on.set()
+        assert pending.result() == Gpu(available=False, reason="test")
+        assert ran_on and ran_on[0] is not threading.current_thread()
+
+    def test_an_exception_reaches_the_caller(self) -> None:
+        """Should a probe raise after all, result() raises it, as a direct call would."""
+
+        def probe() -> Gpu:
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            start_gpu_capture(probe).result()
+
+
 class TestRecordedH200:
     """NVML's answers recorded on a real NVIDIA H200 replay through the probe to the [gpu]
     section envsnap wrote there (tests/data/gpu/, checked against nvidia-smi and torch)."""
 
     def test_replayed_answers_give_the_recorded_section(self, with_driver: dict[str, Path]) -> None:
         """Replaying [nvml] through the probe gives the recorded [gpu] section whole."""
-        recorded = tomllib.loads((GPU_DATA / "nvidia-h200-nvml.toml").read_text())
-        nvml = recorded["nvml"]
-        fake = FakeNvml(
-            devices=[
-                FakeDevice(
-                    name=d["name"],
-                    uuid=d["uuid"],
-                    memory=d["memory_total"],
-                    capability=(d["compute_capability"][0], d["compute_capability"][1]),
-                )
-                for d in nvml["devices"]
-            ],
-            driver=nvml["driver_version"],
-            cuda=nvml["cuda_driver_version"],
-        )
-        assert len(fake.devices) == nvml["device_count"]
+        fake, recorded = replay_h200()
         gpu = capture_gpu(nvml=fake, **with_driver)
-        assert to_data(gpu) == recorded["gpu"]
+        assert to_data(gpu) == recorded
 
     def test_recorded_section_matches_the_ground_truth(self) -> None:
         """What the probe wrote there agrees with nvidia-smi's and torch's answers on that host:
