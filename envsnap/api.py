@@ -739,3 +739,13 @@ def _build_options(
 
 def _index_cache(config: Config) -> Path | None:
     return config.cache_dir / "index" if config.cache_dir else None
+
+
+def __getattr__(name: str) -> Any:
+    """``RunSummary`` (what ``list_runs`` returns) stays importable from here, loaded only when
+    asked for: capture does not need it."""
+    if name == "RunSummary":
+        from envsnap.runindex import RunSummary
+
+        return RunSummary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

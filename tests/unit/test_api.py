@@ -173,3 +173,11 @@ class TestMatrix:
         with pytest.raises(InterruptError, match="every target's rerun was stopped"):
             api.matrix(original, on=["a", "b"])
         assert sorted(stopped) == ["a", "b"]
+
+
+def test_run_summary_is_still_importable_from_the_api() -> None:
+    """list_runs's row type keeps its public name, though capture no longer loads it."""
+    from envsnap.api import RunSummary
+    from envsnap.runindex import RunSummary as Indexed
+
+    assert RunSummary is Indexed
