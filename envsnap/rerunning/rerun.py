@@ -379,11 +379,9 @@ def rerun_run(
     """Rerun a stored run in its image on ``engine`` and compare the new run with it.
     ``prepare_lock`` is held while the image is got; ``cancel`` (a matrix's Ctrl-C) kills the
     container, and the rerun is then recorded as interrupted."""
-    engine.info()  # the daemon answers, before anything is built or checked out
-    engine_name = engine.describe()
     with prepare_lock or contextlib.nullcontext():
         if cancel is not None and cancel.cancelled.is_set():
-            raise InterruptError(f"the rerun on {engine_name} was cancelled before it started")
+            raise InterruptError("the rerun was cancelled before it started")
         job = prepare_rerun(
             stored,
             store,
@@ -393,7 +391,6 @@ def rerun_run(
             repo_root=repo_root,
             cwd=cwd,
             env=env,
-            engine_name=engine_name,
             on_build_line=on_build_line,
             echo=echo,
         )
@@ -452,15 +449,17 @@ def prepare_rerun(
     repo_root: Path | None,
     cwd: Path,
     env: Mapping[str, str],
-    engine_name: str,
+    engine_name: str = "",
     host_gpus: Callable[[], Gpu] | None = None,
     probe_gpus: bool = True,
     on_build_line: Callable[[str], None] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> ContainerJob:
-    """Every check that can refuse the rerun, the image (reused, pulled or built on ``engine``)
-    and what goes into the container. ``probe_gpus`` False when a scheduler, not this host,
-    provides the GPUs (the count asked for is then passed on unchecked)."""
+    """Every check that can refuse the rerun (before the engine is asked anything), then the
+    engine's answer, the image (reused, pulled or built on ``engine``) and what goes into the
+    container. ``engine_name`` says where the rerun runs (default: the engine's own words);
+    ``probe_gpus`` False when a scheduler, not this host, provides the GPUs (the count asked for
+    is then passed on unchecked)."""
     from envsnap.checkout import materialize, unpack_code
     from envsnap.image.build import build_run
 
@@ -475,6 +474,8 @@ def prepare_rerun(
         host_gpus=host_gpus,
         probe_gpus=probe_gpus,
     )
+    engine.info()  # the daemon answers, before anything is built or checked out
+    engine_name = engine_name or engine.describe()
     built = build_run(stored, store, engine, build, env=env, on_line=on_build_line)
     with tempfile.TemporaryDirectory(prefix="envsnap-rerun-") as scratch:
         code = Path(scratch) / "code"

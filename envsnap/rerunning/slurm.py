@@ -348,7 +348,6 @@ class SlurmTarget:
         check_options(self.options)
         env = {k: v for k, v in request.env.items() if k not in _NOT_EXPORTED}
         engine = Engine.detect(request.env, echo=request.echo)
-        engine.info()
         build = request.build
         if self.registry:
             build = replace(build, push=self.registry)

@@ -110,7 +110,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if project == "moved":
             self._send(301, b"", {"Location": "/simple/html-only/"})
         elif project == "html-only":
-            body = (f'<a href="/f/demo-1.0.tar.gz#sha256={"a" * 64}">demo-1.0.tar.gz</a>').encode()
+            body = (
+                f'<a href="/f/moved-1.0.tar.gz#sha256={"a" * 64}">moved-1.0.tar.gz</a>\n'
+                f'<a href="/f/demo-1.0.tar.gz#sha256={"c" * 64}">demo-1.0.tar.gz</a>'
+            ).encode()
             self._send(200, body, {"Content-Type": "text/html"})
         elif project == "demo":
             body = json.dumps(
@@ -150,12 +153,14 @@ class TestLocalIndex:
     """Redirects, HTML pages and every kind of failure, against a real server."""
 
     def test_json_html_redirect_and_missing_projects(self, local_index: str) -> None:
-        """JSON and HTML pages both parse; a redirect is followed; 404 means no such project."""
+        """JSON and HTML pages both parse; a redirect is followed; only the asked project's files
+        of the asked version count (another project's on the page do not); 404 means no such
+        project."""
         client = SimpleIndexClient(proxies={})
         queries = [IndexQuery(local_index, p, "1.0") for p in ("demo", "moved", "nothing")]
         pages = client.files(queries)
         assert pages[queries[0]] == (IndexFile(filename="demo-1.0.tar.gz", sha256="b" * 64),)
-        assert pages[queries[1]] == (IndexFile(filename="demo-1.0.tar.gz", sha256="a" * 64),)
+        assert pages[queries[1]] == (IndexFile(filename="moved-1.0.tar.gz", sha256="a" * 64),)
         assert pages[queries[2]] is None
 
     def test_a_server_error_names_the_package_and_index(self, local_index: str) -> None:
