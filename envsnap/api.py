@@ -665,6 +665,7 @@ def _build_options(
         allow_unlocked=allow_unlocked,
         rebuild=rebuild,
         cache_dir=_index_cache(ws.config),
+        base_cache_dir=ws.config.cache_dir / "bases" if ws.config.cache_dir else None,
         repo_root=ws.repo_root,
     )
 
