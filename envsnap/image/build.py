@@ -119,11 +119,6 @@ def build_run(
     on_line: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Build (or reuse) the image for a stored run and record it in image.toml."""
-    from envsnap.locking.files import lock_run
-    from envsnap.locking.index import SimpleIndexClient
-    from envsnap.locking.model import SUMMARY_FILE
-    from envsnap.locking.plan import lock_packages
-
     started = time.monotonic()
     manifest = run.manifest
     if manifest.conda.present and manifest.conda.packages:
@@ -141,6 +136,12 @@ def build_run(
             cached, run_id=manifest.run_id, elapsed=round(time.monotonic() - started, 3)
         )
     else:
+        # Imported here: a reuse neither locks nor asks the index.
+        from envsnap.locking.files import lock_run
+        from envsnap.locking.index import SimpleIndexClient
+        from envsnap.locking.model import SUMMARY_FILE
+        from envsnap.locking.plan import lock_packages
+
         choice = choose_base(manifest, cli_base=options.base, config_base=options.config_base)
         base = engine.resolve_digest(choice.reference)
         # A base without Python provides no packages (and could not be asked for them).
