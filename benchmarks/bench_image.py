@@ -137,6 +137,13 @@ def main() -> int:
         root = Path(tmp) / "project"
         env = make_project(root, base_env)
         envsnap = [sys.executable, "-m", "envsnap"]
+
+        def images_of(repository: str) -> set[str]:
+            return set(run([docker, "images", "-q", "--filter", f"reference={repository}"],
+                           cwd=root, env=env).stdout.split())  # fmt: skip
+
+        # The engine is shared: only images this benchmark made are ever removed.
+        before = images_of("envsnap/env") | images_of("envsnap/tool")
         run_id = run([*envsnap, "capture", *TRAIN], cwd=root, env=env).stdout.splitlines()[0]
         run([*envsnap, "lock", run_id], cwd=root, env=env)
         lock_file = root / ".envsnap" / "runs" / run_id / "requirements.lock.txt"
@@ -154,13 +161,6 @@ def main() -> int:
             run([docker, "builder", "prune", "--all", "--force"], cwd=root, env=env)
 
         made: set[str] = set()  # every image made here: a rebuild leaves the last one untagged
-
-        def images_of(repository: str) -> set[str]:
-            return set(run([docker, "images", "-q", "--filter", f"reference={repository}"],
-                           cwd=root, env=env).stdout.split())  # fmt: skip
-
-        # The engine is shared: only images this benchmark made are ever removed.
-        before = images_of("envsnap/env") | images_of("envsnap/tool")
 
         def remove_ours(repository: str) -> None:
             for image in sorted((images_of(repository) | made) - before):

@@ -509,14 +509,15 @@ def _recorded_image_id(store: Store, env_id: str) -> str:
 
 def _remove_replaced(engine: Engine, image_id: str) -> None:
     """A rebuild moved the environment's tag to a new image; the old one, now untagged, goes
-    too, unless something still uses it (a container, another tag): then it stays."""
+    too (in the background: the build is done), unless something still uses it (a container,
+    another tag): then it stays."""
     from envsnap.image.dockeroutput import EngineError
 
     info = engine.inspect_image(image_id)
     if info is None or info.repo_tags:
         return
     with contextlib.suppress(EngineError):
-        engine.remove_image(image_id)
+        engine.remove_image_later(image_id)
 
 
 def _record_env_image(store: Store, built: BuiltImage) -> None:

@@ -311,6 +311,21 @@ class Engine:
             )
         return found
 
+    def remove_image_later(self, ref: str) -> None:
+        """Have the engine remove the name ``ref`` (the image with it, when it was the last) by a
+        docker process envsnap does not wait for, as git leaves its automatic gc to run on:
+        removing an image's layers takes the engine a good half second. Whether it could is
+        not known; one that could not is left as ``docker image rm`` would leave it."""
+        argv = [self.cli, "image", "rm", ref]
+        _echo(self.echo, argv)
+        try:
+            self.runner.detach(argv, self._environment())
+        except OSError as exc:
+            raise EngineUnavailableError(
+                f"the docker CLI {self.cli} could not be run ({exc.strerror or exc})",
+                hint="install docker (Debian: apt-get install docker.io) or set ENVSNAP_DOCKER",
+            ) from None
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         """Remove the name ``ref`` (and the image when it was the last); absent is fine."""
         args = ("image", "rm", *(("--force",) if force else ()), ref)

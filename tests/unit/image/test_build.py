@@ -126,6 +126,9 @@ class _FakeEngine:
     def inspect_image(self, ref: str) -> ImageInfo | None:
         return self.images.get(ref)
 
+    def remove_image_later(self, ref: str) -> None:
+        self.remove_image(ref)
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         self.removed.append(ref)
         self.images.pop(ref, None)
