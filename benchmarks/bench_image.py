@@ -1,5 +1,6 @@
 """Times envsnap build and envsnap rerun on the example project against their plain peers,
-measured in the same run on the same docker engine, each after one untimed warm-up:
+measured in the same run on the same docker engine, envsnap and its peer taking turns, after
+one untimed warm-up round:
 
 - cold build: `envsnap build --rebuild` with docker's build cache emptied, against a plain
   `docker build` of a hand-written Dockerfile installing the same hash-locked pins into a venv
@@ -17,7 +18,7 @@ plain build; rerun overhead at most 0.30 s.
 envsnap runs with its bytecode cached, as an installed envsnap does (pip compiles it):
 PYTHONDONTWRITEBYTECODE is not passed on.
 
-Usage: python3 benchmarks/bench_image.py [--repeat 3] [--no-write]
+Usage: python3 benchmarks/bench_image.py [--repeat 5] [--no-write]
 Needs root for scripts/docker-env.sh the first time (docker engine, local registry, base image).
 Writes benchmarks/results-image.md.
 """
@@ -61,14 +62,24 @@ def timed(
     action: Callable[[], object], before: Callable[[], object] | None, repeat: int
 ) -> list[float]:
     """``repeat`` timings of ``action`` after one untimed warm-up, ``before`` run before each."""
-    times = []
+    return timed_together([action], before, repeat)[0]
+
+
+def timed_together(
+    actions: list[Callable[[], object]], before: Callable[[], object] | None, repeat: int
+) -> list[list[float]]:
+    """``repeat`` timings of each action, the actions taking turns (so a busy spell on the
+    machine slows envsnap and its peer alike), after one untimed warm-up round; ``before``
+    runs before each action."""
+    times: list[list[float]] = [[] for _ in actions]
     for _ in range(repeat + 1):
-        if before is not None:
-            before()
-        started = time.monotonic()
-        action()
-        times.append(time.monotonic() - started)
-    return times[1:]
+        for action, taken in zip(actions, times, strict=True):
+            if before is not None:
+                before()
+            started = time.monotonic()
+            action()
+            taken.append(time.monotonic() - started)
+    return [taken[1:] for taken in times]
 
 
 # Where a rerun's time goes: `envsnap -v rerun` echoes each engine request and git command
@@ -110,7 +121,7 @@ def rerun_steps(argv: list[str], cwd: Path, env: dict[str, str]) -> list[tuple[s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -191,17 +202,18 @@ def main() -> int:
             run(TRAIN[TRAIN.index("--") + 1 :], cwd=root, env=env)
 
         load_before = os.getloadavg()[0]
+        cold = timed_together([envsnap_build, plain_build], prune, args.repeat)
         rows = {
-            "cold build: `envsnap build --rebuild`": timed(envsnap_build, prune, args.repeat),
-            "cold build: plain `docker build`, same pins": timed(plain_build, prune, args.repeat),
+            "cold build: `envsnap build --rebuild`": cold[0],
+            "cold build: plain `docker build`, same pins": cold[1],
         }
         plain_build()
-        rows["warm: `envsnap build` (reused by env_id)"] = timed(envsnap_reuse, None, args.repeat)
-        rows["warm: plain `docker build`, all layers cached"] = timed(
-            plain_build, None, args.repeat
-        )
-        rows["`envsnap rerun` (image built)"] = timed(envsnap_rerun, None, args.repeat)
-        rows["the command natively on the host"] = timed(native, None, args.repeat)
+        warm = timed_together([envsnap_reuse, plain_build], None, args.repeat)
+        rows["warm: `envsnap build` (reused by env_id)"] = warm[0]
+        rows["warm: plain `docker build`, all layers cached"] = warm[1]
+        rerun = timed_together([envsnap_rerun, native], None, args.repeat)
+        rows["`envsnap rerun` (image built)"] = rerun[0]
+        rows["the command natively on the host"] = rerun[1]
         rows["first build on a base: `envsnap build --rebuild`, envsnap's own image too"] = timed(
             envsnap_build, prune_and_remove_tool_image, args.repeat
         )
