@@ -6,7 +6,8 @@ one untimed warm-up round:
   `docker build` of a hand-written Dockerfile installing the same hash-locked pins into a venv
   (cache emptied too). envsnap's own environment is an image of its own per base (envsnap/tool),
   which every environment on that base starts from and a rebuild keeps; the first build on a
-  base also makes it, timed apart with that image removed first;
+  base also makes it, timed apart with that image removed first. A rebuild removes the image it
+  replaced in the background; that removal is waited out, untimed, before the next build;
 - warm rebuild: `envsnap build` of an environment built before (reused by env_id, no docker
   build) against the plain `docker build` with every layer cached;
 - rerun overhead: `envsnap rerun` on the built image minus the same training command run
@@ -168,7 +169,20 @@ def main() -> int:
         ca = CA_BUNDLE if CA_BUNDLE.is_file() else Path(os.devnull)
         plain_tag = "envsnap-bench/plain:latest"
 
+        rebuilt: list[str] = []  # envsnap's images, newest last
+
+        def settle() -> None:
+            # A rebuild leaves the image it replaced to a docker process it does not wait for;
+            # that removal is waited out here, untimed, so it slows no measurement after it.
+            deadline = time.monotonic() + 60
+            for image in rebuilt[:-1]:
+                while time.monotonic() < deadline and run(
+                    [docker, "image", "inspect", image], cwd=root, env=env, check=False
+                ).returncode == 0:  # fmt: skip
+                    time.sleep(0.1)
+
         def prune() -> None:
+            settle()
             run([docker, "builder", "prune", "--all", "--force"], cwd=root, env=env)
 
         made: set[str] = set()  # every image made here: a rebuild leaves the last one untagged
@@ -185,6 +199,7 @@ def main() -> int:
         def envsnap_build() -> None:
             out = run([*envsnap, "build", run_id, "--rebuild", "--json"], cwd=root, env=env)
             made.add(json.loads(out.stdout)["image_id"])
+            rebuilt.append(json.loads(out.stdout)["image_id"])
 
         def envsnap_reuse() -> None:
             run([*envsnap, "build", run_id], cwd=root, env=env)
