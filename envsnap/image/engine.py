@@ -687,7 +687,13 @@ class Engine:
         path = f"/containers/{_quote(name)}"
         deadline = None if timeout is None else time.monotonic() + timeout
         self._echo_api("POST", f"{path}/attach?stream=1&stdout=1&stderr=1")
-        attached = api.attach(name)
+        try:
+            attached = api.attach(name)
+        except (ApiError, OSError) as exc:
+            raise EngineError(
+                f"attaching to the container {name} failed ({exc})",
+                hint="check the docker daemon (docker info) and try again",
+            ) from None
         try:
             self._echo_api("POST", f"{path}/start")
             self._api_checked(api, "POST", f"{path}/start")
@@ -698,11 +704,21 @@ class Engine:
                     return int(waited.get("StatusCode", 0)), False, False
                 except TimeoutError:
                     pass
+                except (ApiError, OSError, ValueError, AttributeError) as exc:
+                    raise EngineError(
+                        f"waiting for the container {name} failed ({exc})",
+                        hint="check the docker daemon (docker info) and try again",
+                    ) from None
             self._kill_api(api, name)
             return EXIT_TIMEOUT, True, False
         except KeyboardInterrupt:
             self._kill_api(api, name)
             return EXIT_INTERRUPTED, False, True
+        except OSError as exc:  # the socket failed while the output streamed
+            raise EngineError(
+                f"the docker engine's connection to the container {name} failed ({exc})",
+                hint="check the docker daemon (docker info) and try again",
+            ) from None
         finally:
             attached.close()
 
