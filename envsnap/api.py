@@ -633,7 +633,10 @@ def replay(original: Path | str, *, store: Path | str) -> Result:
     from envsnap.rerunning.rerun import replay as replay_run
 
     ws = workspace(store)
-    return replay_run(Path(original), store=ws.store, cwd=ws.cwd, env=ws.env, config=ws.config)
+    # The container's store is scratch, copied out when the container ends: syncing it to the
+    # container's disk would protect nothing.
+    scratch = Store(ws.store.root, durable=False)
+    return replay_run(Path(original), store=scratch, cwd=ws.cwd, env=ws.env, config=ws.config)
 
 
 def push(
@@ -733,6 +736,7 @@ def _build_options(
         allow_unlocked=allow_unlocked,
         rebuild=rebuild,
         cache_dir=_index_cache(ws.config),
+        base_cache_dir=ws.config.cache_dir / "bases" if ws.config.cache_dir else None,
         repo_root=ws.repo_root,
     )
 

@@ -101,8 +101,11 @@ class StoredRun(Model):
 class Store:
     """One store directory; every path it hands out stays inside it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = root
+        # False for a store that is scratch (a rerun container's, copied out when it ends):
+        # files are still written whole and renamed into place, but not synced to disk.
+        self.durable = durable
         self.runs_dir = root / "runs"
         self._tmp_dir = root / "tmp"
 
@@ -137,15 +140,15 @@ class Store:
         try:
             tmp.mkdir()
             for name, data in files.items():
-                write_new_file(tmp / name, data)
-            fsync_dir(tmp)
+                write_new_file(tmp / name, data, sync=self.durable)
+            self._sync_dir(tmp)
             try:
                 tmp.rename(target)
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     return None
                 raise
-            fsync_dir(self.runs_dir)
+            self._sync_dir(self.runs_dir)
             return target
         except KeyboardInterrupt:
             raise InterruptError(
@@ -170,7 +173,7 @@ class Store:
             if name in (MANIFEST_FILE, DIFF_FILE) or "/" in name or name.startswith("."):
                 raise ValueError(f"{name!r} is not a file a run may have rewritten")  # a bug
         try:
-            return write_files(run_dir, files, remove=remove)
+            return write_files(run_dir, files, remove=remove, sync=self.durable)
         except OSError as exc:
             raise StoreError(
                 f"writing {', '.join(files)} into {run_dir} failed ({exc.strerror or exc}); "
@@ -201,6 +204,10 @@ class Store:
         if not re.fullmatch(r"[0-9a-f]{64}", name):
             raise ValueError(f"{env_id!r} is not an env id")  # a bug: env ids are sealed digests
         return self.root / "images" / f"{name}.toml"
+
+    def _sync_dir(self, path: Path) -> None:
+        if self.durable:
+            fsync_dir(path)
 
     def remove_run(self, run_id: str) -> None:
         """Remove a run: one rename moves its directory out of ``runs/`` into ``tmp/`` (so a kill

@@ -24,10 +24,13 @@ from typing import TYPE_CHECKING, Any
 from envsnap.errors import UsageError
 from envsnap.image.plan import (
     BaseChoice,
+    ImagePlan,
     choose_base,
     image_tag,
     plan_image,
     render_dockerfile,
+    render_tool_dockerfile,
+    tool_tag,
     write_context,
 )
 from envsnap.manifest import Conda, Manifest, Package, Python
@@ -54,6 +57,9 @@ class BuildOptions:
     allow_unlocked: bool = False
     rebuild: bool = False
     cache_dir: Path | None = None
+    # Where the packages of base images, read once per pinned base, are kept (see
+    # base_packages); None: read every time.
+    base_cache_dir: Path | None = None
     # The repository the run was captured in: the project's own editable packages are built
     # from its recorded commit (and diff).
     repo_root: Path | None = None
@@ -113,11 +119,6 @@ def build_run(
     on_line: Callable[[str], None] | None = None,
 ) -> BuiltImage:
     """Build (or reuse) the image for a stored run and record it in image.toml."""
-    from envsnap.locking.files import lock_run
-    from envsnap.locking.index import SimpleIndexClient
-    from envsnap.locking.model import SUMMARY_FILE
-    from envsnap.locking.plan import lock_packages
-
     started = time.monotonic()
     manifest = run.manifest
     if manifest.conda.present and manifest.conda.packages:
@@ -135,10 +136,18 @@ def build_run(
             cached, run_id=manifest.run_id, elapsed=round(time.monotonic() - started, 3)
         )
     else:
+        # Imported here: a reuse neither locks nor asks the index.
+        from envsnap.locking.files import lock_run
+        from envsnap.locking.index import SimpleIndexClient
+        from envsnap.locking.model import SUMMARY_FILE
+        from envsnap.locking.plan import lock_packages
+
         choice = choose_base(manifest, cli_base=options.base, config_base=options.config_base)
         base = engine.resolve_digest(choice.reference)
         # A base without Python provides no packages (and could not be asked for them).
-        provided = {} if choice.adds_python else base_packages(engine, base)
+        provided = (
+            {} if choice.adds_python else base_packages(engine, base, cache=options.base_cache_dir)
+        )
         source = source or SimpleIndexClient(cache_dir=options.cache_dir)
         if not (run.directory / SUMMARY_FILE).is_file():
             # The run's own lock files are written once, by the first lock or build, and never
@@ -208,13 +217,26 @@ _LIST_PACKAGES = (
 )
 
 
-def base_packages(engine: Engine, base: str, *, python: str = "python3") -> dict[str, str]:
+def base_packages(
+    engine: Engine, base: str, *, python: str = "python3", cache: Path | None = None
+) -> dict[str, str]:
     """The Python packages the base image provides, read by its own interpreter in a throwaway
-    container (no network)."""
+    container (no network). With ``cache``, what was read for a base pinned by digest is kept
+    there and read from it next time: an image named by digest cannot change."""
     import json
 
     from envsnap.image.dockeroutput import BuildError
+    from envsnap.image.plan import is_pinned
 
+    cached = None
+    if cache is not None and is_pinned(base):
+        cached = cache / f"{hashlib.sha256(f'{base} {python}'.encode()).hexdigest()}.json"
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(cached.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("base") == base:
+                packages = data.get("packages")
+                if isinstance(packages, dict):
+                    return {str(k): str(v) for k, v in packages.items()}
     lines: list[str] = []
     name = f"envsnap-base-packages-{os.urandom(4).hex()}"
     code = engine.run(base, [python, "-I", "-c", _LIST_PACKAGES], name=name, on_output=lines.append)
@@ -228,7 +250,22 @@ def base_packages(engine: Engine, base: str, *, python: str = "python3") -> dict
             hint="choose a base image with Python (--base or [tool.envsnap] base-image)",
         )
     data = json.loads(found[-1].split(" ", 1)[1])
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    packages = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    if cached is not None:
+        _write_cache_file(cached, {"base": base, "packages": packages})
+    return packages
+
+
+def _write_cache_file(path: Path, data: Mapping[str, Any]) -> None:
+    """Write a cache file whole (another build may read it at the same time); a cache that
+    cannot be written is only slower next time."""
+    import json
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(dict(data), sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _build(
@@ -249,16 +286,11 @@ def _build(
     manifest = run.manifest
     venv_script = read_template_bytes("envsnap_venv.py")
     with tempfile.TemporaryDirectory(prefix="envsnap-build-") as tmp:
-        context = Path(tmp) / "context"
-        context.mkdir()
         wheel_name, wheel = build_tool_wheel()
-        tool_lock = lock_tool_requirements(source, cache_dir=options.cache_dir)
         files = {
             "requirements.lock.txt": lock.requirements.encode(),
             "base-provided.txt": "".join(f"{name}\n" for name in lock.base_provided).encode(),
             "envsnap_venv.py": venv_script,
-            f"tool/{wheel_name}": wheel,
-            "tool/requirements.lock.txt": tool_lock.encode(),
         }
         if lock.vcs_requirements:
             files["requirements.vcs.txt"] = lock.vcs_requirements.encode()
@@ -274,18 +306,30 @@ def _build(
             editables=editables,
             adds_python=choice.adds_python,
         )
-        files["Dockerfile"] = render_dockerfile(plan).encode()
-        write_context(context, files)
         secrets = _pip_secrets(env, Path(tmp))
+        tool = _tool_image(
+            engine,
+            plan,
+            wheel,
+            lock_tool_requirements(source, cache_dir=options.cache_dir),
+            secrets=secrets,
+            scratch=Path(tmp) / "tool",
+            on_line=on_line,
+        )
+        files["Dockerfile"] = render_dockerfile(plan).encode()
+        context = Path(tmp) / "context"
+        context.mkdir()
+        write_context(context, files)
         tag = image_tag(manifest)
         image_id = engine.build(
             context=context,
             dockerfile=context / "Dockerfile",
             tag=tag,
             secrets=secrets,
-            build_args={"ENVSNAP_BASE": base},
+            build_args={"ENVSNAP_TOOL": tool},
             # --rebuild means from scratch: a cached layer would hide an index that no longer
-            # serves a pinned file, which is what a rebuild is there to find out.
+            # serves a pinned file, which is what a rebuild is there to find out. envsnap's own
+            # environment (the tool image, shared by every environment on the base) is kept.
             no_cache=options.rebuild,
             on_line=on_line,
         )
@@ -302,6 +346,41 @@ def _build(
         unlocked=unlocked,
         base_provided=lock.base_provided,
     )
+
+
+def _tool_image(
+    engine: Engine,
+    plan: ImagePlan,
+    wheel: bytes,
+    tool_lock: str,
+    *,
+    secrets: Mapping[str, Path],
+    scratch: Path,
+    on_line: Callable[[str], None] | None,
+) -> str:
+    """The tag of envsnap's own environment on the plan's base, built when the engine lacks it.
+
+    Its tag is a hash of the base and everything that goes into it (Dockerfile, envsnap's wheel,
+    its hash-locked dependencies), so a present image with that tag is the one this build would
+    make: every environment on the base starts from it, and installing envsnap leaves the cold
+    build of each new environment."""
+    scratch.mkdir()
+    files = {
+        "Dockerfile": render_tool_dockerfile(plan).encode(),
+        f"tool/{plan.tool_wheel}": wheel,
+        "tool/requirements.lock.txt": tool_lock.encode(),
+    }
+    tag = tool_tag(plan.base, write_context(scratch, files))
+    if engine.inspect_image(tag) is None:
+        engine.build(
+            context=scratch,
+            dockerfile=scratch / "Dockerfile",
+            tag=tag,
+            secrets=secrets,
+            build_args={"ENVSNAP_BASE": plan.base},
+            on_line=on_line,
+        )
+    return tag
 
 
 def project_editables(manifest: Manifest) -> tuple[str, ...]:
@@ -430,14 +509,15 @@ def _recorded_image_id(store: Store, env_id: str) -> str:
 
 def _remove_replaced(engine: Engine, image_id: str) -> None:
     """A rebuild moved the environment's tag to a new image; the old one, now untagged, goes
-    too, unless something still uses it (a container, another tag): then it stays."""
+    too (in the background: the build is done), unless something still uses it (a container,
+    another tag): then it stays."""
     from envsnap.image.dockeroutput import EngineError
 
     info = engine.inspect_image(image_id)
     if info is None or info.repo_tags:
         return
     with contextlib.suppress(EngineError):
-        engine.remove_image(image_id)
+        engine.remove_image_later(image_id)
 
 
 def _record_env_image(store: Store, built: BuiltImage) -> None:

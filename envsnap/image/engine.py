@@ -4,6 +4,9 @@ It drives the docker CLI, not the Python docker SDK (no ``import docker``): the 
 BuildKit secrets (``--secret``, ``RUN --mount=type=secret``), which keep credentials and CA bundles
 out of image layers. The CLI is resolved once (``Engine.detect``), every command line can be echoed
 before it runs, and every failure becomes one ``EngineError`` with the tail of docker's output.
+When the engine is the one on this machine's Unix socket, the quick questions and a rerun
+container's lifecycle go over its HTTP API instead (engineapi.py), the same requests the CLI
+makes without a process each; a socket that fails sends the call back to the CLI.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from envsnap.image.dockeroutput import (
     tail_lines,
     tail_text,
 )
+from envsnap.image.engineapi import ApiError, EngineApi, Response, local_socket
 from envsnap.image.process import (
     STOP_GRACE_S,
     CallResult,
@@ -76,6 +80,9 @@ class Engine:
     # How the CLI's processes run: injectable, the way pypa/build takes a runner, so a unit test
     # sees every command line without a daemon.
     runner: ProcessRunner = field(default_factory=SubprocessRunner, repr=False, compare=False)
+    # The engine's API on this machine's Unix socket, when the CLI would reach that engine
+    # (engineapi.local_socket); None: every call goes through the CLI.
+    api: EngineApi | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------- detection
 
@@ -90,6 +97,7 @@ class Engine:
         """The docker CLI to use: ``ENVSNAP_DOCKER`` when set, else the first of ``docker`` on
         PATH and ``/usr/bin/docker`` that can run BuildKit builds. Does not contact the daemon."""
         env = dict(env)
+        api = _local_api(env) if runner is None else None  # a test's runner sees every call
         runner = runner or SubprocessRunner()
         search_path = env.get("PATH", os.defpath)
         chosen = env.get("ENVSNAP_DOCKER", "").strip()
@@ -100,12 +108,14 @@ class Engine:
                     f"ENVSNAP_DOCKER is set to {chosen!r}, which is not an executable docker CLI",
                     hint="point it at one (for example /usr/bin/docker) or unset it",
                 )
+            # The CLI named is used as it is: its version is only told (info() asks for it).
             return cls(
                 cli=path,
-                client_version=_probe_version(runner, path, env, echo),
+                client_version="" if api else _probe_version(runner, path, env, echo),
                 env=env,
                 echo=echo,
                 runner=runner,
+                api=api,
             )
 
         candidates: list[str] = []
@@ -122,7 +132,9 @@ class Engine:
         for path in candidates:
             version = _probe_version(runner, path, env, echo)
             if has_builtin_buildkit(version) or _probe_buildx(runner, path, env, echo):
-                return cls(cli=path, client_version=version, env=env, echo=echo, runner=runner)
+                return cls(
+                    cli=path, client_version=version, env=env, echo=echo, runner=runner, api=api
+                )
             tried.append(f"{path} {version or '(version unknown)'}")
         raise EngineUnavailableError(
             f"no docker CLI that can run BuildKit builds was found (tried {', '.join(tried)}; "
@@ -133,6 +145,14 @@ class Engine:
 
     def info(self) -> EngineInfo:
         """The daemon's version; ``EngineUnavailableError`` when it does not answer."""
+        server = self._api_json("GET", "/version")
+        if isinstance(server, dict) and server.get("Version"):
+            return EngineInfo(
+                server_version=str(server["Version"]),
+                api_version=str(server.get("ApiVersion") or ""),
+                cli=self.cli,
+                client_version=self.client_version,
+            )
         result = self._call(("version", "--format", "{{json .}}"))
         data: dict[str, Any] = {}
         with contextlib.suppress(ValueError):
@@ -173,6 +193,13 @@ class Engine:
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
         """What the engine knows about a local image; None when it is not present."""
+        if self.api is not None:
+            answer = self._api("GET", f"/images/{_quote(ref)}/json")
+            if answer is not None and answer.status in (200, 404):
+                if answer.status == 404:
+                    return None
+                with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
+                    return parse_image_info(answer.body.decode("utf-8"))
         result = self._call(("image", "inspect", "--format", "{{json .}}", ref))
         if result.code != 0:
             if any(marker in result.stderr.lower() for marker in NO_SUCH_IMAGE):
@@ -283,6 +310,21 @@ class Engine:
                 detail=tail_lines(result.output),
             )
         return found
+
+    def remove_image_later(self, ref: str) -> None:
+        """Have the engine remove the name ``ref`` (the image with it, when it was the last) by a
+        docker process envsnap does not wait for, as git leaves its automatic gc to run on:
+        removing an image's layers takes the engine a good half second. Whether it could is
+        not known; one that could not is left as ``docker image rm`` would leave it."""
+        argv = [self.cli, "image", "rm", ref]
+        _echo(self.echo, argv)
+        try:
+            self.runner.detach(argv, self._environment())
+        except OSError as exc:
+            raise EngineUnavailableError(
+                f"the docker CLI {self.cli} could not be run ({exc.strerror or exc})",
+                hint="install docker (Debian: apt-get install docker.io) or set ENVSNAP_DOCKER",
+            ) from None
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         """Remove the name ``ref`` (and the image when it was the last); absent is fine."""
@@ -467,6 +509,23 @@ class Engine:
         engine's own host) are bind-mounted. The container is removed in every case; a timeout
         or Ctrl-C stops it first and still brings ``copy_out`` back."""
         env = dict(env or {})
+        if self.api is not None and not gpus and self._api_json("GET", "/_ping") == "OK":
+            # GPU requests stay with the CLI, which turns --gpus into the engine's device requests.
+            return self._run_isolated_api(
+                self.api,
+                image,
+                argv,
+                name=name,
+                files_in=files_in,
+                copy_out=copy_out,
+                mounts=mounts,
+                env=env,
+                workdir=workdir,
+                user=user,
+                network=network,
+                timeout=timeout,
+                on_output=on_output,
+            )
         create = [
             "create",
             *container_flags(name, mounts, env, workdir, user, network, gpus),
@@ -543,7 +602,170 @@ class Engine:
     def kill_container(self, name: str) -> None:
         """Kill a running container (a rerun cancelled from another thread); its files stay
         for ``run_isolated`` to copy out."""
+        if self._api("POST", f"/containers/{_quote(name)}/kill") is not None:
+            return
         self._call(("kill", name))
+
+    # ------------------------------------------------------------ run, over the API
+
+    def _run_isolated_api(
+        self,
+        api: EngineApi,
+        image: str,
+        argv: Sequence[str],
+        *,
+        name: str,
+        files_in: bytes,
+        copy_out: str,
+        mounts: Sequence[Mount],
+        env: Mapping[str, str],
+        workdir: str,
+        user: str | None,
+        network: bool,
+        timeout: float | None,
+        on_output: LineSink | None,
+    ) -> IsolatedRun:
+        """``run_isolated`` over the engine's API: the requests ``docker create``, ``cp``,
+        ``start --attach``, ``cp`` and ``rm`` make, in one process. The same container (the
+        flags of ``container_flags``), the same archive in and out, the same removal in every
+        case."""
+        config = container_config(image, argv, mounts, env, workdir, user, network)
+        path = f"/containers/{_quote(name)}"
+        self._echo_api("POST", f"/containers/create?name={name}", image, *argv)
+        try:
+            created = api.request("POST", "/containers/create", query={"name": name},
+                                  json_body=config)  # fmt: skip
+        except OSError as exc:
+            raise EngineUnavailableError(
+                f"the docker engine's socket stopped answering ({exc})",
+                hint="check the docker daemon (docker info) and try again",
+            ) from None
+        if created.status >= 400:
+            message = created.message
+            if created.status == 404 and "image" in message.lower():
+                raise ImageNotFoundError(
+                    f"image {image} is not present on the engine ({message})",
+                    hint="build it (envsnap build), or push it to a registry that engine reaches",
+                )
+            raise EngineError(
+                f"docker create {image} failed ({message})",
+                hint="check the docker daemon (docker info) and try again",
+            )
+        try:
+            self._echo_api("PUT", f"{path}/archive?path=/")
+            self._api_checked(api, "PUT", f"{path}/archive", query={"path": "/"},
+                              body=files_in, content_type="application/x-tar")  # fmt: skip
+            code, timed_out, interrupted = self._attach_api(api, name, timeout, on_output)
+            archive = b""
+            self._echo_api("GET", f"{path}/archive?path={copy_out}")
+            with contextlib.suppress(OSError):
+                out = api.request("GET", f"{path}/archive", query={"path": copy_out},
+                                  timeout=None)  # fmt: skip
+                archive = out.body if out.status == 200 else b""
+        finally:
+            self._echo_api("DELETE", f"{path}?force=1")
+            try:
+                removed = api.request("DELETE", path, query={"force": "1"})
+            except OSError:
+                self._force_remove(name)
+            else:
+                if removed.status >= 400 and removed.status != 404:
+                    self._force_remove(name)
+        return IsolatedRun(
+            exit_code=EXIT_TIMEOUT if timed_out else code,
+            timed_out=timed_out,
+            interrupted=interrupted,
+            archive=archive,
+        )
+
+    def _attach_api(
+        self, api: EngineApi, name: str, timeout: float | None, on_output: LineSink | None
+    ) -> tuple[int, bool, bool]:
+        """Start a created container attached (the attach first, so no output is missed); its
+        exit code, whether it timed out, and whether Ctrl-C stopped it. A stopped container is
+        killed, not removed (its files come out)."""
+        path = f"/containers/{_quote(name)}"
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._echo_api("POST", f"{path}/attach?stream=1&stdout=1&stderr=1")
+        try:
+            attached = api.attach(name)
+        except (ApiError, OSError) as exc:
+            raise EngineError(
+                f"attaching to the container {name} failed ({exc})",
+                hint="check the docker daemon (docker info) and try again",
+            ) from None
+        try:
+            self._echo_api("POST", f"{path}/start")
+            self._api_checked(api, "POST", f"{path}/start")
+            if attached.pump(on_output or (lambda _line: None), deadline=deadline):
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.1)
+                try:
+                    waited = api.checked("POST", f"{path}/wait", timeout=left).json()
+                    return int(waited.get("StatusCode", 0)), False, False
+                except TimeoutError:
+                    pass
+                except (ApiError, OSError, ValueError, AttributeError) as exc:
+                    raise EngineError(
+                        f"waiting for the container {name} failed ({exc})",
+                        hint="check the docker daemon (docker info) and try again",
+                    ) from None
+            self._kill_api(api, name)
+            return EXIT_TIMEOUT, True, False
+        except KeyboardInterrupt:
+            self._kill_api(api, name)
+            return EXIT_INTERRUPTED, False, True
+        except OSError as exc:  # the socket failed while the output streamed
+            raise EngineError(
+                f"the docker engine's connection to the container {name} failed ({exc})",
+                hint="check the docker daemon (docker info) and try again",
+            ) from None
+        finally:
+            attached.close()
+
+    def _kill_api(self, api: EngineApi, name: str) -> None:
+        path = f"/containers/{_quote(name)}"
+        self._echo_api("POST", f"{path}/kill")
+        with contextlib.suppress(OSError):
+            api.request("POST", f"{path}/kill")  # 409 (not running) and 404 are fine
+            api.request("POST", f"{path}/wait", timeout=STOP_GRACE_S)
+
+    def _api_checked(self, api: EngineApi, method: str, path: str, **kwargs: Any) -> None:
+        try:
+            api.checked(method, path, **kwargs)
+        except ApiError as exc:
+            raise EngineError(
+                f"docker engine API {method} {path} failed ({exc.message})",
+                hint="check the docker daemon (docker info) and try again",
+            ) from None
+        except OSError as exc:
+            raise EngineUnavailableError(
+                f"the docker engine's socket stopped answering ({exc})",
+                hint="check the docker daemon (docker info) and try again",
+            ) from None
+
+    def _api(self, method: str, path: str) -> Response | None:
+        """A quick request over the API; None when there is no API or its socket fails (the
+        caller then asks the CLI, which says what is wrong)."""
+        if self.api is None:
+            return None
+        self._echo_api(method, path)
+        try:
+            return self.api.request(method, path)
+        except OSError:
+            return None
+
+    def _api_json(self, method: str, path: str) -> Any:
+        answer = self._api(method, path)
+        if answer is None or answer.status != 200:
+            return None
+        try:
+            return answer.json()
+        except ValueError:
+            return answer.body.decode("utf-8", errors="replace")
+
+    def _echo_api(self, method: str, path: str, *extra: str) -> None:
+        if self.echo is not None:
+            self.echo(" ".join(["docker engine API:", method, path, *map(shlex.quote, extra)]))
 
     def _force_remove(self, name: str) -> None:
         result = self._call(("rm", "--force", name))
@@ -656,6 +878,53 @@ def container_flags(
     for mount in mounts:
         flags += ["--mount", mount_spec(mount)]
     return flags
+
+
+def container_config(
+    image: str,
+    argv: Sequence[str],
+    mounts: Sequence[Mount],
+    env: Mapping[str, str],
+    workdir: str,
+    user: str | None,
+    network: bool,
+) -> dict[str, Any]:
+    """The engine API's create body for what ``container_flags`` asks of the CLI: no
+    privileges, no capabilities, no network unless asked, the environment's values."""
+    host: dict[str, Any] = {"SecurityOpt": ["no-new-privileges"], "CapDrop": ["ALL"]}
+    if not network:
+        host["NetworkMode"] = "none"
+    if mounts:
+        host["Mounts"] = [
+            {"Type": "bind", "Source": str(m.source), "Target": m.target, "ReadOnly": m.read_only}
+            for m in mounts
+        ]
+    config: dict[str, Any] = {
+        "Image": image,
+        "Cmd": list(argv),
+        "Env": [f"{key}={env[key]}" for key in sorted(env)],
+        "HostConfig": host,
+        "AttachStdout": True,
+        "AttachStderr": True,
+    }
+    if user:
+        config["User"] = user
+    if workdir:
+        config["WorkingDir"] = workdir
+    return config
+
+
+def _quote(part: str) -> str:
+    from urllib.parse import quote
+
+    return quote(part, safe="")
+
+
+def _local_api(env: Mapping[str, str]) -> EngineApi | None:
+    from envsnap.dockerconfig import config_path
+
+    found = local_socket(env, config_path(env))
+    return EngineApi(found) if found is not None else None
 
 
 def _probe_version(

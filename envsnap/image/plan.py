@@ -22,6 +22,9 @@ from envsnap.manifest import Manifest
 from envsnap.template import read_template
 
 IMAGE_REPOSITORY = "envsnap/env"
+# envsnap's own environment on a base image: one image per base and envsnap build (its key is a
+# hash of everything that goes into it), which every environment on that base starts from.
+TOOL_REPOSITORY = "envsnap/tool"
 # Where the project's code lives in the image: its editable packages point there, and a rerun
 # mounts its checkout of the recorded commit at the same place.
 CODE_DIR = "/work"
@@ -233,12 +236,28 @@ def plan_image(
     )
 
 
-def render_dockerfile(plan: ImagePlan) -> str:
-    """The Dockerfile for a plan: Dockerfile.base, then the Python fragment. Pure."""
+def render_tool_dockerfile(plan: ImagePlan) -> str:
+    """The Dockerfile of envsnap's own environment on the plan's base: Dockerfile.base (with
+    the OS's python3 when the base has none), then the tool fragment. Pure."""
     base = read_template("Dockerfile.base")
+    fragment = read_template("tool.Dockerfile")
+    body = string.Template(fragment).substitute(python=plan.python, tool_wheel=plan.tool_wheel)
+    return f"{base}{_OS_PYTHON_STEP if plan.adds_python else ''}\n{body}"
+
+
+def tool_tag(base: str, context_digest: str) -> str:
+    """The tag of envsnap's own environment built on ``base`` from a context whose content hash
+    (``write_context``) is ``context_digest``: equal tags, equal images."""
+    key = hashlib.sha256(f"{base}\n{context_digest}".encode()).hexdigest()
+    return f"{TOOL_REPOSITORY}:{key[:20]}"
+
+
+def render_dockerfile(plan: ImagePlan) -> str:
+    """The Dockerfile of the environment: the experiment's packages on the tool image (build
+    argument ENVSNAP_TOOL, see ``render_tool_dockerfile``). Pure."""
     fragment = read_template("python.Dockerfile")
     labels = " \\\n      ".join(f'{key}="{value}"' for key, value in sorted(plan.labels.items()))
-    body = string.Template(fragment).substitute(
+    return string.Template(fragment).substitute(
         python=plan.python,
         vcs_copy="requirements.vcs.txt " if plan.has_vcs else "",
         vcs_install=(
@@ -248,11 +267,9 @@ def render_dockerfile(plan: ImagePlan) -> str:
             else ""
         ),
         editable_step=_editable_step(plan.editables),
-        tool_wheel=plan.tool_wheel,
         image_ref=plan.image_ref,
         labels=labels,
     )
-    return f"{base}{_OS_PYTHON_STEP if plan.adds_python else ''}\n{body}"
 
 
 # For a base without Python (NVIDIA's CUDA runtime images): the OS's own python3 and venv.

@@ -79,6 +79,11 @@ class ProcessRunner(Protocol):
         """Start a streaming command (``OSError`` when it cannot start)."""
         ...
 
+    def detach(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        """Start a command that is left to finish on its own, its output discarded (``OSError``
+        when it cannot start)."""
+        ...
+
 
 class SubprocessRunner:
     """The real runner: subprocesses, stdin closed, output captured."""
@@ -128,6 +133,17 @@ class SubprocessRunner:
             start_new_session=True,
         )
         return _Streaming(process)
+
+    def detach(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        # Its own session, so a Ctrl-C at the terminal after envsnap has ended does not stop it.
+        subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 class _Streaming:

@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,3 +132,27 @@ def envsnap(project: Path) -> Envsnap:
     }
     env.update(GIT_ENV)
     return Envsnap(cwd=project, env=env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tool_images_made_here_removed() -> Iterator[None]:
+    """envsnap's own image per base (envsnap/tool, the start of every environment on it) is
+    left by a build on purpose; those this session made go when it ends (after the tests'
+    environments: an image something is built on is refused, and stays)."""
+    from datetime import UTC, datetime
+
+    from tests.integration.docker_env import docker, docker_cli
+
+    started = datetime.now(UTC)
+    yield
+    if docker_cli.cache_info().currsize == 0:
+        return  # no test of this session brought docker up
+    listed = docker("images", "--quiet", "--filter", "reference=envsnap/tool", check=False)
+    for image in sorted(set(listed.stdout.split())):
+        created = docker("image", "inspect", "--format", "{{.Created}}", image, check=False)
+        try:
+            made = datetime.fromisoformat(created.stdout.strip()[:26].rstrip("Z") + "+00:00")
+        except ValueError:
+            continue
+        if made >= started:
+            docker("rmi", image, check=False)

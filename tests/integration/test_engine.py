@@ -4,6 +4,7 @@ by scripts/docker-env.sh. Every image, container and registry manifest made here
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -128,6 +129,16 @@ class TestDetect:
         assert info.cli == engine.cli
         assert info.server_version
         assert info.api_version.startswith("1.")
+        # The engine on this machine's socket is asked over its API; without it, through the CLI.
+        assert echoing.api is not None or "DOCKER_HOST" in os.environ
+        if echoing.api is not None:
+            assert "docker engine API: GET /version" in lines
+        lines.clear()
+        through_cli = dataclasses.replace(echoing, api=None).info()
+        assert (through_cli.server_version, through_cli.api_version) == (
+            info.server_version,
+            info.api_version,
+        )
         assert any(line.endswith("version --format '{{json .}}'") for line in lines)
 
     def test_missing_override(self, docker_env: None, tmp_path: Path) -> None:
@@ -416,3 +427,94 @@ def _image_bytes_contain(engine: Engine, tag: str, needle: bytes) -> bool:
             previous = chunk
         assert process.wait() == 0
     return found
+
+
+def _tar(entries: dict[str, bytes | None]) -> bytes:
+    """A tar archive: name -> file content, or None for a directory (writable by all)."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o777
+                archive.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _tar_files(archive: bytes) -> dict[str, bytes]:
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+class TestRunIsolated:
+    """A container with files in and out by archive, over the engine's API and over the CLI
+    alike: same output, same files back, removed in every case."""
+
+    @pytest.fixture(params=["api", "cli"])
+    def either(self, request: pytest.FixtureRequest, engine: Engine) -> Engine:
+        if request.param == "api" and engine.api is None:
+            pytest.fail("the test engine is on this machine's socket: its API must be used")
+        return engine if request.param == "api" else dataclasses.replace(engine, api=None)
+
+    def test_files_in_output_and_files_out(self, either: Engine, suffix: str) -> None:
+        """The command reads what went in, its stdout and stderr lines arrive whole, the
+        directory asked for comes back, and no container is left."""
+        name = f"envsnap-test-isolated-{suffix}"
+        lines: list[str] = []
+        ran = either.run_isolated(
+            PYTHON_BASE,
+            ["sh", "-c", "cat /in/x; echo to-stderr >&2; printf 'made' > /out/y; exit 3"],
+            name=name,
+            files_in=_tar({"in": None, "in/x": b"hello from the host\n", "out": None}),
+            copy_out="/out",
+            env={"SEEN": "1"},
+            user="10001:10001",
+            on_output=lines.append,
+        )
+        assert ran.exit_code == 3 and not ran.timed_out and not ran.interrupted
+        assert sorted(lines) == ["hello from the host", "to-stderr"]
+        assert _tar_files(ran.archive) == {"out/y": b"made"}
+        assert name not in _docker(either, "ps", "-a", "--format", "{{.Names}}").stdout
+
+    def test_a_timeout_stops_it_and_still_brings_files_back(
+        self, either: Engine, suffix: str
+    ) -> None:
+        """Past its timeout the container is killed, what it wrote comes back, and it is gone."""
+        name = f"envsnap-test-isolated-{suffix}"
+        started = time.monotonic()
+        ran = either.run_isolated(
+            PYTHON_BASE,
+            ["sh", "-c", "echo partial > /out/y; sleep 60"],
+            name=name,
+            files_in=_tar({"out": None}),
+            copy_out="/out",
+            timeout=2,
+        )
+        assert ran.timed_out and ran.exit_code == EXIT_TIMEOUT
+        assert time.monotonic() - started < 30
+        assert _tar_files(ran.archive) == {"out/y": b"partial\n"}
+        assert name not in _docker(either, "ps", "-a", "--format", "{{.Names}}").stdout
+
+    def test_an_absent_image_is_image_not_found(self, either: Engine, suffix: str) -> None:
+        """An image the engine lacks is the error that says to build or push it."""
+        with pytest.raises(ImageNotFoundError):
+            either.run_isolated(
+                f"envsnap-test/absent-{suffix}:none",
+                ["true"],
+                name=f"envsnap-test-isolated-{suffix}",
+                files_in=_tar({}),
+                copy_out="/tmp",
+            )

@@ -43,8 +43,8 @@ class TestWheel:
         script = (
             "import envsnap, envsnap.image.plan as i, envsnap.template as t\n"
             "assert 'site-packages' in envsnap.__file__, envsnap.__file__\n"
-            "for name in ('Dockerfile.base', 'python.Dockerfile', 'github-workflow.yml',"
-            " 'envsnap_venv.py'):\n"
+            "for name in ('Dockerfile.base', 'tool.Dockerfile', 'python.Dockerfile',"
+            " 'github-workflow.yml', 'envsnap_venv.py'):\n"
             "    assert t.read_template(name).strip(), name\n"
             "print('ok')\n"
         )

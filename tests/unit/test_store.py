@@ -88,6 +88,27 @@ class TestWriting:
         assert [p.name for p in directory.iterdir() if p.name.startswith(".")] == []
 
 
+class TestScratchStore:
+    """A store that is scratch (a rerun container's) writes whole files without syncing them."""
+
+    @pytest.mark.parametrize("durable", [True, False])
+    def test_syncs_only_when_durable(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+    ) -> None:
+        """The same run and result are written either way; only a durable store syncs."""
+        synced: list[int] = []
+        real_fsync = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+        store = Store(tmp_path / "store", durable=durable)
+        sealed, directory = store.write_run(sample_manifest())
+        store.write_result(
+            directory, Result(run_id=sealed.run_id, exit_code=0, started="s", ended="e")
+        )
+        assert store.load(sealed.run_id).result is not None
+        assert bool(synced) is durable
+        assert not [p for p in directory.iterdir() if p.name.startswith(".")]
+
+
 class TestImport:
     """A run recorded in another store (a rerun's container) joins this one whole, or not."""
 

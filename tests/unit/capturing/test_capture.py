@@ -122,7 +122,7 @@ class TestResultNotStored:
         not, and a failed command keeps its own exit code (a successful one gives 2)."""
         run, runs = stored_run(tmp_path)
 
-        def full(path: Path, data: bytes) -> NoReturn:
+        def full(path: Path, data: bytes, *args: object, **kwargs: object) -> NoReturn:
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(atomicfile, "write_new_file", full)

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envsnap.image.build import BuildOptions, BuiltImage, _same_base, build_run, build_tool_wheel
+from envsnap.image.build import (
+    BuildOptions,
+    BuiltImage,
+    _same_base,
+    base_packages,
+    build_run,
+    build_tool_wheel,
+)
 from envsnap.image.dockeroutput import ImageInfo
 from envsnap.locking.files import lock_run
 from envsnap.locking.model import IndexFile, IndexQuery
@@ -88,7 +95,14 @@ class _FakeEngine:
     provided: dict[str, str] = field(default_factory=dict)
     images: dict[str, ImageInfo] = field(default_factory=dict)
     builds: int = 0
+    built_tags: list[str] = field(default_factory=list)
+    build_args: list[dict[str, str]] = field(default_factory=list)
+    no_cache: list[bool] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+
+    @property
+    def env_builds(self) -> int:
+        return sum(1 for tag in self.built_tags if tag.startswith("envsnap/env:"))
 
     def resolve_digest(self, ref: str) -> str:
         return "127.0.0.1:5000/base@sha256:" + "b" * 64
@@ -99,6 +113,9 @@ class _FakeEngine:
 
     def build(self, *, tag: str, **kwargs: Any) -> str:
         self.builds += 1
+        self.built_tags.append(tag)
+        self.build_args.append(dict(kwargs.get("build_args") or {}))
+        self.no_cache.append(bool(kwargs.get("no_cache")))
         image_id = f"sha256:{self.builds:064d}"
         self.images[tag] = self.images[image_id] = ImageInfo(id=image_id, repo_tags=(tag,))
         for key, info in list(self.images.items()):
@@ -108,6 +125,9 @@ class _FakeEngine:
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
         return self.images.get(ref)
+
+    def remove_image_later(self, ref: str) -> None:
+        self.remove_image(ref)
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         self.removed.append(ref)
@@ -161,7 +181,7 @@ class TestBuildRecords:
         first = self._build(store, run, engine)
         recorded = (run.directory / "image.toml").read_bytes()
         again = self._build(store, run, engine)
-        assert again.reused and not first.reused and engine.builds == 1
+        assert again.reused and not first.reused and engine.env_builds == 1
         assert (run.directory / "image.toml").read_bytes() == recorded
         data = tomllib.loads(recorded.decode())
         assert "reused" not in data and data["seconds"] == first.seconds
@@ -181,6 +201,43 @@ class TestBuildRecords:
             assert data["image_id"] == new.image_id
 
 
+class TestToolImage:
+    """envsnap's own environment is an image of its own, built once per base and envsnap."""
+
+    def test_a_second_environment_reuses_the_tool_image(self, tmp_path: Path) -> None:
+        """A new environment on the same base builds only its own packages, on the tool image."""
+        store = Store(tmp_path / "store")
+        engine = _FakeEngine()
+        for index, name in enumerate(("numpy", "scipy")):
+            python = Python(version="3.11.7", packages=(Package(name=name, version="1.0"),))
+            run_id = f"20261122-16301{index}-a1b2c3"
+            store.write_run(sample_manifest(run_id=run_id, python=python))
+            build_run(store.load(run_id), store, engine, BuildOptions(), env={}, source=_AnyIndex())  # type: ignore[arg-type]
+        tools = [t for t in engine.built_tags if t.startswith("envsnap/tool:")]
+        assert len(tools) == 1 and engine.env_builds == 2
+        env_args = [
+            a
+            for a, t in zip(engine.build_args, engine.built_tags, strict=True)
+            if t.startswith("envsnap/env:")
+        ]
+        assert env_args == [{"ENVSNAP_TOOL": tools[0]}] * 2
+
+    def test_a_rebuild_rebuilds_the_environment_on_the_kept_tool_image(
+        self, tmp_path: Path
+    ) -> None:
+        """--rebuild builds the environment without the layer cache; the tool image stays."""
+        store, run, _ = TestBuildRecords()._runs(tmp_path)
+        engine = _FakeEngine()
+        build_run(run, store, engine, BuildOptions(), env={}, source=_AnyIndex())  # type: ignore[arg-type]
+        build_run(run, store, engine, BuildOptions(rebuild=True), env={}, source=_AnyIndex())  # type: ignore[arg-type]
+        assert [t.split(":")[0] for t in engine.built_tags] == [
+            "envsnap/tool",
+            "envsnap/env",
+            "envsnap/env",
+        ]
+        assert engine.no_cache == [False, False, True]
+
+
 class TestToolDependencies:
     def test_the_whole_closure_is_named(self) -> None:
         """envsnap's own dependencies go into the image with --no-deps, so their dependencies
@@ -190,3 +247,35 @@ class TestToolDependencies:
         names = {name for name, _ in _tool_dependencies()}
         assert {"click", "oras", "requests", "urllib3", "idna", "certifi"} <= names
         assert "envsnap" not in names
+
+
+class TestBasePackagesCache:
+    """What a base pinned by digest provides is read in a container once, then from the cache."""
+
+    def test_read_once_per_pinned_base(self, tmp_path: Path) -> None:
+        """A second read of the same pinned base starts no container; another base does."""
+        runs: list[str] = []
+
+        class Counting(_FakeEngine):
+            def run(self, image: str, argv: Sequence[str], **kwargs: Any) -> int:
+                runs.append(image)
+                return super().run(image, argv, **kwargs)
+
+        engine = Counting(provided={"numpy": "2.1.3"})
+        pinned = "127.0.0.1:5000/base@sha256:" + "b" * 64
+        other = "127.0.0.1:5000/base@sha256:" + "c" * 64
+        for base in (pinned, pinned, other):
+            found = base_packages(engine, base, cache=tmp_path)  # type: ignore[arg-type]
+            assert found == {"numpy": "2.1.3"}
+        assert runs == [pinned, other]
+
+    def test_a_tag_or_a_damaged_file_is_read_again(self, tmp_path: Path) -> None:
+        """A base named by tag is never cached; a damaged cache file is read around."""
+        engine = _FakeEngine(provided={"numpy": "2.1.3"})
+        base_packages(engine, "base:latest", cache=tmp_path)  # type: ignore[arg-type]
+        assert list(tmp_path.iterdir()) == []
+        pinned = "127.0.0.1:5000/base@sha256:" + "b" * 64
+        base_packages(engine, pinned, cache=tmp_path)  # type: ignore[arg-type]
+        (cached,) = tmp_path.iterdir()
+        cached.write_text("{not json")
+        assert base_packages(engine, pinned, cache=tmp_path) == {"numpy": "2.1.3"}  # type: ignore[arg-type]

@@ -358,6 +358,7 @@ class _FakeRunner:
     spawned: list[tuple[list[str], dict[str, str]]] = dataclasses.field(default_factory=list)
 
     stdins: list[bytes | None] = dataclasses.field(default_factory=list)
+    detached: list[list[str]] = dataclasses.field(default_factory=list)
 
     def call(
         self,
@@ -377,6 +378,9 @@ class _FakeRunner:
             Path(argv[argv.index("--iidfile") + 1]).write_text(DIGEST)
         return self.streaming
 
+    def detach(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.detached.append(list(argv))
+
 
 def _engine(runner: _FakeRunner, **env: str) -> Engine:
     return Engine(cli="/usr/bin/docker", client_version="20.10.24", env=env, runner=runner)
@@ -384,6 +388,13 @@ def _engine(runner: _FakeRunner, **env: str) -> Engine:
 
 class TestEngineCommandLines:
     """What the Engine hands docker, checked without a daemon through its injected runner."""
+
+    def test_an_image_removed_later_is_left_to_a_detached_docker(self) -> None:
+        """The replaced image of a rebuild is removed by a docker process not waited for."""
+        runner = _FakeRunner()
+        _engine(runner).remove_image_later("sha256:" + "1" * 64)
+        assert runner.detached == [["/usr/bin/docker", "image", "rm", "sha256:" + "1" * 64]]
+        assert runner.calls == [] and runner.spawned == []
 
     def test_run_is_locked_down_and_values_travel_in_the_environment(self) -> None:
         """A rerun container: no privileges, no capabilities, no network, a non-root user; an

@@ -13,6 +13,8 @@ from envsnap.image.plan import (
     choose_base,
     plan_image,
     render_dockerfile,
+    render_tool_dockerfile,
+    tool_tag,
     write_context,
 )
 from envsnap.manifest import Container, Cuda, read_manifest, seal
@@ -132,11 +134,12 @@ class TestBaseChoice:
 
     def test_os_python_step_only_for_a_base_without_python(self) -> None:
         """The apt step that adds python3 is rendered only when the base lacks Python."""
-        plain = render_dockerfile(_plan())  # type: ignore[arg-type]
+        plain = render_tool_dockerfile(_plan())  # type: ignore[arg-type]
         assert "apt-get install" not in plain
-        added = render_dockerfile(dataclasses.replace(_plan(), adds_python=True))  # type: ignore[arg-type]
+        added = render_tool_dockerfile(dataclasses.replace(_plan(), adds_python=True))  # type: ignore[arg-type]
         assert "python3 python3-venv" in added
-        assert added.index("python3-venv") < added.index("FROM envsnap-base AS envsnap-env")
+        assert added.index("python3-venv") < added.index("-m venv /opt/envsnap")
+        assert "apt-get" not in render_dockerfile(dataclasses.replace(_plan(), adds_python=True))  # type: ignore[arg-type]
 
     @pytest.mark.parametrize(
         "bad",
@@ -151,8 +154,9 @@ class TestBaseChoice:
 class TestRendering:
     def test_base_is_pinned_by_digest(self) -> None:
         """The Dockerfile takes the base by digest; an unpinned base cannot be planned."""
+        tool = render_tool_dockerfile(_plan())  # type: ignore[arg-type]
+        assert "FROM ${ENVSNAP_BASE} AS envsnap-base" in tool
         text = render_dockerfile(_plan())  # type: ignore[arg-type]
-        assert "FROM ${ENVSNAP_BASE} AS envsnap-base" in text
         assert f'org.opencontainers.image.base.name="{PINNED}"' in text
         with pytest.raises(UsageError, match="not pinned by digest"):
             plan_image(
@@ -168,6 +172,27 @@ class TestRendering:
         text = render_dockerfile(_plan())  # type: ignore[arg-type]
         assert "--require-hashes" in text and "--mount=type=secret,id=pip-ca" in text
         assert "USER envsnap" in text and "ENVSNAP_IMAGE=envsnap/env:" in text
+
+    def test_the_environment_starts_from_the_tool_image(self) -> None:
+        """envsnap's own environment is in the tool image; the environment's Dockerfile starts
+        from it and installs only the experiment's packages."""
+        tool = render_tool_dockerfile(_plan())  # type: ignore[arg-type]
+        text = render_dockerfile(_plan())  # type: ignore[arg-type]
+        assert "-m venv /opt/envsnap" in tool and "/opt/venv" not in tool
+        assert "useradd" in tool and "/opt/envsnap" not in text
+        assert "ARG ENVSNAP_TOOL\nFROM ${ENVSNAP_TOOL} AS envsnap-env" in text
+        assert text.index("envsnap_venv.py /opt/venv") < text.index("USER envsnap")
+
+    def test_tool_tag_names_its_content(self) -> None:
+        """The tool image's tag changes with the base and with anything in its context."""
+        other = PINNED.replace("a" * 64, "c" * 64)
+        tags = {
+            tool_tag(PINNED, "sha256:1"),
+            tool_tag(PINNED, "sha256:2"),
+            tool_tag(other, "sha256:1"),
+        }
+        assert len(tags) == 3 and tool_tag(PINNED, "sha256:1") in tags
+        assert all(t.startswith("envsnap/tool:") for t in tags)
 
     def test_rendering_is_deterministic(self) -> None:
         """The same manifest renders the same Dockerfile."""
