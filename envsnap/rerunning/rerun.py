@@ -229,16 +229,20 @@ def missing_environment(manifest: Manifest, supplied: Mapping[str, str]) -> tupl
     )
 
 
-def choose_gpus(original: Gpu, asked: str, host: Callable[[], Gpu]) -> str | None:
-    """The value of ``docker run --gpus``, or None for none; GpuError when the host lacks them.
-
-    ``host`` probes this host's GPUs; it is only called when GPUs are wanted.
-    """
+def _check_gpus(asked: str) -> None:
     if asked and not _GPUS.fullmatch(asked):
         raise UsageError(
             f"--gpus {asked!r} is not all, none, a count or device=ID[,ID]",
             hint="for example --gpus all, --gpus 2 or --gpus device=0,1",
         )
+
+
+def choose_gpus(original: Gpu, asked: str, host: Callable[[], Gpu]) -> str | None:
+    """The value of ``docker run --gpus``, or None for none; GpuError when the host lacks them.
+
+    ``host`` probes this host's GPUs; it is only called when GPUs are wanted.
+    """
+    _check_gpus(asked)
     if asked == "none":
         return None
     used = len(original.devices)
@@ -270,11 +274,7 @@ def scheduled_gpus(original: Gpu, asked: str) -> str | None:
     """The GPU count to ask a scheduler for (it, not this host, provides them), or None for
     none: as many as the original used unless ``--gpus`` says; a count only, since the
     scheduler picks the devices."""
-    if asked and not _GPUS.fullmatch(asked):
-        raise UsageError(
-            f"--gpus {asked!r} is not all, none, a count or device=ID[,ID]",
-            hint="for example --gpus all, --gpus 2 or --gpus device=0,1",
-        )
+    _check_gpus(asked)
     if asked == "none":
         return None
     if asked and not asked.isdigit():
