@@ -191,3 +191,15 @@ class TestRerunOnSlurm:
         )  # fmt: skip
         assert containers.stdout.strip() == ""
         assert _jobs(cluster.project) == []
+
+    def test_the_time_limit_is_a_result_with_the_schedulers_reason(self, cluster: Cluster) -> None:
+        """--timeout 30s is Slurm's --time=1: the slow command is stopped by Slurm past its
+        minute, and the rerun is a timed-out result saying so (exit 1), not a hang."""
+        done = _cli(cluster.project, "rerun", cluster.slow_id, "--on", "s", "--timeout", "30s",
+                    "--json", timeout=420)  # fmt: skip
+        assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+        data = json.loads(done.stdout)
+        assert data["timed_out"] is True and data["verdict"] == "not reproduced"
+        result = Path(data["directory"], "result.toml").read_text()
+        assert "reached its time limit (TIMEOUT" in result, result
+        assert _jobs(cluster.project) == []
